@@ -1,0 +1,234 @@
+"""The `photogram` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from photogram import __version__
+from photogram.db.ids import InvalidIdError, decompose, parse_id
+from photogram.db.migrations import InitReport, init_cluster
+from photogram.db.router import Router
+from photogram.db.status import cluster_status
+from photogram.errors import PhotogramError
+from photogram.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="photogram",
+    help="photogram: a photo-sharing backend built the way Instagram built theirs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+shards_app = typer.Typer(help="Logical shards and their placement.", no_args_is_help=True)
+ids_app = typer.Typer(help="Inspect photogram IDs.", no_args_is_help=True)
+app.add_typer(shards_app, name="shards")
+app.add_typer(ids_app, name="ids")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"photogram: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; any error a user can cause becomes one line and exit code 1."""
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except PhotogramError as exc:
+        fail(str(exc))
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    try:
+        return load_settings(ctx.obj)
+    except PhotogramError as exc:
+        fail(str(exc))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"photogram {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", envvar="PHOTOGRAM_CONFIG", help="TOML settings file.", show_default=False
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    ctx.obj = config
+
+
+# --- init -----------------------------------------------------------------------------------
+
+
+def _init_with_progress(settings: Settings, shards: int | None, quiet: bool) -> InitReport:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+    task = progress.add_task("migrating shard schemas", total=None)
+
+    def tick(_database: str, _shard: int | None, _outcome: str) -> None:
+        progress.advance(task)
+
+    with progress:
+        report = run(lambda: init_cluster(settings, shards, on_schema=tick))
+    return report
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            help="Logical shard count for a new cluster (a power of two up to 8192).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Create the global database and every shard schema, or upgrade them. Safe to repeat."""
+    if shards is not None and (shards < 1 or shards > 8192 or shards & (shards - 1)):
+        fail(f"--shards must be a power of two from 1 to 8192, not {shards}", code=2)
+    settings = settings_from(ctx)
+    report = _init_with_progress(settings, shards, quiet=as_json)
+    if as_json:
+        out.print_json(
+            data={
+                "logical_shards": report.logical_shards,
+                "map_version": report.map_version,
+                "created_cluster": report.created_cluster,
+                "schemas": report.schemas,
+            }
+        )
+        return
+    verb = "created" if report.created_cluster else "checked"
+    out.print(f"{verb} cluster: {report.logical_shards} logical shards, map v{report.map_version}")
+    for name, counts in report.schemas.items():
+        out.print(
+            f"  {name}: {counts['created']} created, {counts['upgraded']} upgraded, "
+            f"{counts['current']} already current",
+            highlight=False,
+        )
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to bind.", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind.", show_default=False)] = None,
+) -> None:
+    """Run the HTTP API (on the embedded default, initialising it on first start)."""
+    import uvicorn
+
+    from photogram.app import create_app
+
+    settings = settings_from(ctx)
+    if settings.embedded:
+        _init_with_progress(settings, None, quiet=True)
+    else:
+
+        async def check() -> None:
+            router = await Router.open(settings)
+            await router.close()
+
+        run(check)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        log_level="info",
+    )
+
+
+# --- shards ---------------------------------------------------------------------------------
+
+
+@shards_app.command("status")
+def shards_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Where each logical shard lives, and rows per physical database."""
+    settings = settings_from(ctx)
+
+    async def collect() -> dict[str, Any]:
+        router = await Router.open(settings)
+        try:
+            return await cluster_status(router)
+        finally:
+            await router.close()
+
+    status = run(collect)
+    if as_json:
+        out.print_json(data=status)
+    else:
+        table = Table(title=f"{status['logical_shards']} logical shards, map v{status['map_version']}")
+        for heading in ("database", "url", "shards", "logical", "rows"):
+            table.add_column(heading)
+        for db in status["databases"]:
+            table.add_row(
+                db["name"],
+                db["url"],
+                db["shard_ranges"],
+                str(db["logical_shards"]),
+                str(db["total_rows"]) if db["reachable"] else "unreachable",
+            )
+        out.print(table)
+    if status["problems"]:
+        for problem in status["problems"]:
+            err.print(f"photogram: error: {problem}", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
+# --- ids ------------------------------------------------------------------------------------
+
+
+@ids_app.command("decode")
+def ids_decode(id_: Annotated[str, typer.Argument(metavar="ID", help="A photogram ID.")]) -> None:
+    """Print an ID's timestamp, logical shard and sequence as JSON."""
+    try:
+        parts = decompose(parse_id(id_))
+    except InvalidIdError as exc:
+        fail(str(exc), code=2)
+    out.print(json.dumps(parts.as_json()), highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,90 @@
+"""Async engines for the global database and each physical shard database."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from photogram.db.ids import SQLITE_FUNCTION, sqlite_next_id_function
+from photogram.settings import Settings
+
+#: Execution option that makes a SQLite transaction take the write lock at BEGIN.
+WRITE_OPTION = "photogram_write"
+
+_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def create_engine(dsn: str, settings: Settings) -> AsyncEngine:
+    if dsn.startswith("sqlite"):
+        return _sqlite_engine(dsn)
+    connect_args: dict[str, Any] = {
+        "timeout": _CONNECT_TIMEOUT_SECONDS,
+        "server_settings": {"application_name": "photogram"},
+    }
+    if settings.pgbouncer:
+        # Transaction pooling hands each transaction to any server connection, where
+        # asyncpg's named prepared statements may not exist.
+        connect_args |= {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+    return create_async_engine(
+        dsn,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(dsn: str) -> AsyncEngine:
+    database = make_url(dsn).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(dsn, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's "begin" event below open transactions, so that writers can
+        # take the lock up front instead of failing to upgrade a read lock later.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+        raw: sqlite3.Connection = dbapi_connection.driver_connection._conn
+        dbapi_connection.create_function(SQLITE_FUNCTION, 1, sqlite_next_id_function(raw))
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        writing = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+    return engine
+
+
+class Engines:
+    """One engine per distinct URL: on the embedded default everything is one SQLite file."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._by_dsn: dict[str, AsyncEngine] = {}
+        self.global_engine = self._get(settings.global_dsn, settings)
+        self.shard_engines = {
+            name: self._get(dsn, settings) for name, dsn in settings.shard_dsns.items()
+        }
+        self.dsns = dict(settings.shard_dsns)
+
+    def _get(self, dsn: str, settings: Settings) -> AsyncEngine:
+        if dsn not in self._by_dsn:
+            self._by_dsn[dsn] = create_engine(dsn, settings)
+        return self._by_dsn[dsn]
+
+    async def dispose(self) -> None:
+        for engine in self._by_dsn.values():
+            await engine.dispose()

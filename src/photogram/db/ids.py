@@ -1,0 +1,258 @@
+"""64-bit time-sortable IDs that carry their logical shard.
+
+Layout (Instagram, 2011), most significant bit first::
+
+    | 41 bits: milliseconds since EPOCH | 13 bits: logical shard | 10 bits: sequence |
+
+so the shard of any object is ``(id >> 10) & 0x1FFF`` and no lookup service is
+needed to route by ID.
+
+Two flaws of the published ``next_id()`` are fixed here:
+
+* **Sign.** 41 bits of milliseconds overflow a signed BIGINT once the top bit
+  is set, 2^40 ms (34.8 years) after the epoch. The rule: the time field never
+  exceeds ``MAX_MS`` (2^40 - 1), so the sign bit is always 0. With the epoch at
+  2026-01-01 UTC, IDs stay positive until ``HORIZON`` (2060-11-03); generating
+  an ID after that raises instead of wrapping negative.
+* **Repeats.** Instagram computed ``nextval() % 1024`` next to the clock, so a
+  1,025th insert in one millisecond reused an ID. Here the per-shard state is a
+  51-bit counter ``T = ms << 10 | sequence`` that is only ever raised: each ID
+  takes ``T = max(T_last + 1, now_ms << 10)``. When more than 1,024 IDs are
+  taken in one millisecond the time field runs ahead of the clock (borrowing
+  from the next milliseconds) until the rate drops; IDs stay unique and
+  strictly increasing within a shard, and the clock stepping backwards cannot
+  make them repeat either.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import BigInteger, Integer, bindparam
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
+
+TIME_BITS = 41
+SHARD_BITS = 13
+SEQUENCE_BITS = 10
+
+MAX_SHARDS = 1 << SHARD_BITS  # 8,192 logical shards
+SHARD_MASK = MAX_SHARDS - 1
+SEQUENCE_MASK = (1 << SEQUENCE_BITS) - 1
+SHARD_SHIFT = SEQUENCE_BITS
+TIME_SHIFT = SHARD_BITS + SEQUENCE_BITS
+
+#: The custom epoch. Recent on purpose: every millisecond before it is range wasted.
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+EPOCH_MS = int(EPOCH.timestamp() * 1000)
+
+#: The time field stays below 2^40 so that bit 63, the sign bit, is never set.
+MAX_MS = (1 << (TIME_BITS - 1)) - 1
+MAX_COUNTER = ((MAX_MS + 1) << SEQUENCE_BITS) - 1
+HORIZON = EPOCH + timedelta(milliseconds=MAX_MS)
+MAX_ID = (MAX_MS << TIME_SHIFT) | (SHARD_MASK << SHARD_SHIFT) | SEQUENCE_MASK
+
+#: Advisory-lock class for the PostgreSQL ID function ("phid"); the shard is the object.
+ADVISORY_LOCK_CLASS = int.from_bytes(b"phid", "big")
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class InvalidIdError(ValueError):
+    pass
+
+
+class IdHorizonError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class IdParts:
+    id: int
+    ms: int
+    shard: int
+    sequence: int
+
+    @property
+    def timestamp(self) -> datetime:
+        return EPOCH + timedelta(milliseconds=self.ms)
+
+    def as_json(self) -> dict[str, int | str]:
+        stamp = self.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {"id": str(self.id), "timestamp": stamp, "shard": self.shard, "sequence": self.sequence}
+
+
+def compose(ms: int, shard: int, sequence: int) -> int:
+    if not 0 <= ms <= MAX_MS:
+        raise ValueError(f"milliseconds since epoch out of range: {ms}")
+    if not 0 <= shard <= SHARD_MASK:
+        raise ValueError(f"logical shard out of range: {shard}")
+    if not 0 <= sequence <= SEQUENCE_MASK:
+        raise ValueError(f"sequence out of range: {sequence}")
+    return (ms << TIME_SHIFT) | (shard << SHARD_SHIFT) | sequence
+
+
+def decompose(id_: int) -> IdParts:
+    if not 0 < id_ <= MAX_ID:
+        raise InvalidIdError(f"not a photogram ID: {id_}")
+    return IdParts(
+        id=id_,
+        ms=id_ >> TIME_SHIFT,
+        shard=(id_ >> SHARD_SHIFT) & SHARD_MASK,
+        sequence=id_ & SEQUENCE_MASK,
+    )
+
+
+def shard_of(id_: int) -> int:
+    return (id_ >> SHARD_SHIFT) & SHARD_MASK
+
+
+def parse_id(text: str) -> int:
+    """The ID in ``text`` (decimal, as the API and CLI show it), or InvalidIdError."""
+    stripped = text.strip()
+    if not _DIGITS.fullmatch(stripped):
+        raise InvalidIdError(f"not a photogram ID: {text!r} (expected a positive decimal number)")
+    value = int(stripped)
+    if not 0 < value <= MAX_ID:
+        raise InvalidIdError(f"not a photogram ID: {text!r} (out of range)")
+    return value
+
+
+def from_counter(counter: int, shard: int) -> int:
+    """The ID for per-shard counter value ``T = ms << 10 | sequence``."""
+    return ((counter >> SEQUENCE_BITS) << TIME_SHIFT) | (shard << SHARD_SHIFT) | (
+        counter & SEQUENCE_MASK
+    )
+
+
+def counter_floor(when_ms: int) -> int:
+    """The least counter value a clock reading of ``when_ms`` (Unix ms) allows."""
+    return (when_ms - EPOCH_MS) << SEQUENCE_BITS
+
+
+# --- PostgreSQL: the ID is made inside the database, per logical shard schema ---------------
+
+
+def pg_next_id_ddl(schema: str, shard: int) -> list[str]:
+    """DDL giving ``schema`` its counter sequence and its ``next_id()`` function.
+
+    The sequence holds the counter T. Raising it needs a read-modify-write
+    (``setval(max(nextval, floor))``) that PostgreSQL sequences cannot do
+    atomically, so it is done under a per-shard session advisory lock that is
+    taken and released *inside one expression*: no statement boundary, hence
+    no interrupt check, falls between lock and unlock, so a cancelled query can
+    never leave the lock held (a session lock that leaked would stall every
+    insert on the shard). The lock is held for microseconds and only
+    serialises ID allocation on one logical shard, never whole transactions,
+    and it is released before the statement ends, so it is safe behind
+    PgBouncer in transaction mode.
+    """
+    if not 0 <= shard <= SHARD_MASK:
+        raise ValueError(f"logical shard out of range: {shard}")
+    seq = f"{schema}.id_counter"
+    return [
+        f"CREATE SEQUENCE IF NOT EXISTS {seq} AS bigint MINVALUE 0 START 0",
+        f"""
+CREATE OR REPLACE FUNCTION {schema}.next_id() RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    t bigint;
+BEGIN
+    -- Evaluation order: lock, nextval, clock, setval, then unlock (GREATEST and
+    -- function arguments evaluate left to right, innermost first).
+    t := greatest(
+        setval('{seq}', greatest(
+            nextval(CASE WHEN pg_advisory_lock({ADVISORY_LOCK_CLASS}, {shard}) IS NULL
+                         THEN '{seq}'::regclass ELSE '{seq}'::regclass END),
+            (floor(date_part('epoch', clock_timestamp()) * 1000)::bigint - {EPOCH_MS})
+                << {SEQUENCE_BITS})),
+        pg_advisory_unlock({ADVISORY_LOCK_CLASS}, {shard})::int - 1);
+    IF t > {MAX_COUNTER} THEN
+        RAISE EXCEPTION 'photogram ID space exhausted (time field ends at {HORIZON.isoformat()})';
+    END IF;
+    RETURN ((t >> {SEQUENCE_BITS}) << {TIME_SHIFT}) | {shard << SHARD_SHIFT}
+        | (t & {SEQUENCE_MASK});
+END
+$fn$""",
+    ]
+
+
+# --- SQLite: the same counter, kept in a table of the one database file ---------------------
+
+SQLITE_COUNTER_TABLE = "id_counters"
+SQLITE_FUNCTION = "photogram_next_id"
+
+_SQLITE_BUMP = f"""
+INSERT INTO {SQLITE_COUNTER_TABLE} (shard, counter) VALUES (?1, ?2)
+ON CONFLICT (shard) DO UPDATE SET counter = max(counter + 1, excluded.counter)
+RETURNING counter
+"""
+
+
+def sqlite_next_id_function(conn: sqlite3.Connection) -> Callable[[object], int]:
+    """``photogram_next_id(shard)`` for SQLite, to register on ``conn``.
+
+    The function raises the shard's counter row inside the caller's own write
+    transaction. SQLite admits one writer at a time, so this is as atomic
+    across processes as the PostgreSQL sequence is across sessions, and a
+    rolled-back transaction takes its counter values back with it.
+    """
+
+    def next_id(shard: object) -> int:
+        if not isinstance(shard, int) or not 0 <= shard <= SHARD_MASK:
+            raise ValueError(f"logical shard out of range: {shard!r}")
+        floor = max(counter_floor(time.time_ns() // 1_000_000), 0)
+        (counter,) = conn.execute(_SQLITE_BUMP, (shard, floor)).fetchone()
+        if counter > MAX_COUNTER:
+            raise IdHorizonError(f"ID space exhausted: the time field ends at {HORIZON}")
+        return from_counter(counter, shard)
+
+    return next_id
+
+
+# --- In statements: the same call on both backends --------------------------------------------
+
+
+class NextId(ColumnElement[int]):
+    """A fresh ID of logical shard ``shard``, made by the database, for an INSERT's ``id``.
+
+    PostgreSQL renders ``<shard schema>.next_id()`` through the statement's schema
+    translation, so one compiled statement serves every shard; SQLite renders
+    ``photogram_next_id(:shard)``.
+    """
+
+    inherit_cache = True
+    type = BigInteger()
+    _traverse_internals: ClassVar[_TraverseInternalsType] = [
+        ("shard", InternalTraversal.dp_clauseelement)
+    ]
+
+    def __init__(self, shard: int) -> None:
+        if not 0 <= shard <= SHARD_MASK:
+            raise ValueError(f"logical shard out of range: {shard}")
+        self.shard = bindparam("next_id_shard", shard, type_=Integer(), unique=True)
+
+
+@compiles(NextId, "postgresql")
+def _next_id_postgresql(element: NextId, compiler: SQLCompiler, **kw: Any) -> str:
+    from photogram.db.metadata import shard_migrations  # any table of the shard schema
+
+    preparer = compiler.preparer
+    return f"{preparer.quote_schema(preparer.schema_for_object(shard_migrations))}.next_id()"
+
+
+@compiles(NextId, "sqlite")
+def _next_id_sqlite(element: NextId, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{SQLITE_FUNCTION}({compiler.process(element.shard, **kw)})"
+
+
+def next_id(shard: int) -> NextId:
+    return NextId(shard)

@@ -1,0 +1,264 @@
+"""The shard router: the one way code reaches sharded tables.
+
+It hands out, for a logical shard (or any ID, which carries its shard), a
+connection to the physical database the shard map names, with the shard's
+schema rendered into every statement by ``schema_translate_map`` (pooler-safe,
+unlike ``SET search_path``). ``scatter`` runs one read on every physical
+database concurrently and merges the rows by ID under a global limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Any, Literal
+
+from sqlalchemy import Column, Row, Select, Table, column, select, union_all
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.expression import TableClause
+
+from photogram.db.engines import WRITE_OPTION, Engines
+from photogram.db.ids import shard_of
+from photogram.db.metadata import SHARD_SCHEMA
+from photogram.db.shardmap import ShardMap, read_map_version, read_shard_map, schema_name
+from photogram.errors import ClusterMismatchError, DatabaseUnavailableError, NotInitialisedError
+from photogram.settings import Settings, redact_dsn
+
+
+class _BranchTable(TableClause):
+    """A light copy of a sharded table under a per-branch symbolic schema.
+
+    ``scatter`` unions one SELECT per logical shard on a database; each branch
+    needs its own schema placeholder so the compiled statement stays cacheable
+    and the real schemas arrive through ``schema_translate_map``.
+    """
+
+    _use_schema_map = True
+    inherit_cache = True
+
+
+@cache
+def _branch_table(table: Table, branch: int) -> _BranchTable:
+    return _BranchTable(
+        table.name, *(column(c.name, c.type) for c in table.c), schema=f"{SHARD_SCHEMA}_{branch}"
+    )
+
+
+def _for_branch(stmt: Select[Any], branch: int) -> Select[Any]:
+    def replace(element: Any) -> Any:
+        if isinstance(element, Table) and element.schema == SHARD_SCHEMA:
+            return _branch_table(element, branch)
+        if (
+            isinstance(element, Column)
+            and isinstance(element.table, Table)
+            and element.table.schema == SHARD_SCHEMA
+        ):
+            return _branch_table(element.table, branch).c[element.name]
+        return None
+
+    adapted: Select[Any] = visitors.replacement_traverse(stmt, {}, replace)
+    return adapted
+
+
+class Router:
+    def __init__(self, settings: Settings, engines: Engines, shard_map: ShardMap) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.shard_map = shard_map
+        self._map_checked = time.monotonic()
+        self._refresh_lock = asyncio.Lock()
+        self._check_placement(shard_map)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Router:
+        engines = Engines(settings)
+        try:
+            async with connect_or_explain(engines.global_engine, "global") as conn:
+                shard_map = await read_shard_map(conn)
+            if shard_map is None:
+                raise NotInitialisedError(
+                    "the cluster is not initialised: run `photogram init` first"
+                )
+            return cls(settings, engines, shard_map)
+        except BaseException:
+            await engines.dispose()
+            raise
+
+    async def close(self) -> None:
+        await self.engines.dispose()
+
+    def _check_placement(self, shard_map: ShardMap) -> None:
+        unknown = sorted(set(shard_map.placement) - set(self.engines.shard_engines))
+        if unknown:
+            raise ClusterMismatchError(
+                f"the shard map places shards on {', '.join(map(repr, unknown))}, "
+                "which settings do not name under `databases`"
+            )
+
+    # --- placement ----------------------------------------------------------------------------
+
+    @property
+    def logical_shards(self) -> int:
+        return self.shard_map.logical_shards
+
+    def engine_for(self, shard: int) -> AsyncEngine:
+        return self.engines.shard_engines[self.shard_map.database_of(shard)]
+
+    def schema_translate(self, engine: AsyncEngine, shard: int) -> dict[str | None, str | None]:
+        # SQLite keeps every logical shard in the one schema of its file.
+        if engine.dialect.name == "sqlite":
+            return {SHARD_SCHEMA: None}
+        return {SHARD_SCHEMA: schema_name(shard)}
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Re-read the shard map if its version moved (at most every refresh interval)."""
+        interval = self.settings.shard_map_refresh_seconds
+        if not force and time.monotonic() - self._map_checked < interval:
+            return
+        async with self._refresh_lock:
+            if not force and time.monotonic() - self._map_checked < interval:
+                return
+            async with self.engines.global_engine.connect() as conn:
+                version = await read_map_version(conn)
+                if version is not None and version != self.shard_map.version:
+                    fresh = await read_shard_map(conn)
+                    if fresh is not None:
+                        self._check_placement(fresh)
+                        self.shard_map = fresh
+            self._map_checked = time.monotonic()
+
+    # --- connections --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, shard: int) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads on ``shard``; commit explicitly if you write."""
+        await self.refresh()
+        engine = self.engine_for(shard)
+        async with connect_or_explain(engine, self.shard_map.database_of(shard)) as conn:
+            await conn.execution_options(schema_translate_map=self.schema_translate(engine, shard))
+            yield conn
+
+    @asynccontextmanager
+    async def begin(self, shard: int) -> AsyncIterator[AsyncConnection]:
+        """A write transaction on ``shard``: committed when the block ends, rolled back on error."""
+        await self.refresh()
+        engine = self.engine_for(shard)
+        async with connect_or_explain(engine, self.shard_map.database_of(shard)) as conn:
+            await conn.execution_options(
+                schema_translate_map=self.schema_translate(engine, shard), **{WRITE_OPTION: True}
+            )
+            async with conn.begin():
+                yield conn
+
+    def begin_for(self, id_: int) -> Any:
+        """``begin`` on the shard that ``id_`` lives on."""
+        return self.begin(shard_of(id_))
+
+    def connect_for(self, id_: int) -> Any:
+        return self.connect(shard_of(id_))
+
+    @asynccontextmanager
+    async def global_begin(self) -> AsyncIterator[AsyncConnection]:
+        async with connect_or_explain(self.engines.global_engine, "global") as conn:
+            await conn.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+
+    # --- scatter-gather -----------------------------------------------------------------------
+
+    async def scatter(
+        self,
+        stmt: Select[Any],
+        *,
+        limit: int,
+        shards: Iterable[int] | None = None,
+        order: Literal["desc", "asc"] = "desc",
+        key: str = "id",
+    ) -> list[Row[Any]]:
+        """Run a read of sharded tables everywhere it may match; the global top ``limit`` by ``key``.
+
+        ``stmt`` is written as for one shard and must itself select the right rows
+        (include its own ORDER BY and LIMIT so each shard returns only its top rows);
+        ``shards`` only narrows where to look. Each physical database gets one query
+        (a UNION ALL over its shards' schemas), all databases at once.
+        """
+        await self.refresh()
+        wanted = set(range(self.logical_shards)) if shards is None else set(shards)
+        plan: dict[str, list[int]] = {}
+        for shard in sorted(wanted):
+            plan.setdefault(self.shard_map.database_of(shard), []).append(shard)
+        results = await asyncio.gather(
+            *(self._scatter_one(name, on_db, stmt, limit, order, key) for name, on_db in plan.items())
+        )
+        merged = heapq.merge(
+            *results, key=lambda row: row._mapping[key], reverse=(order == "desc")
+        )
+        return [row for _, row in zip(range(limit), merged, strict=False)]
+
+    async def _scatter_one(
+        self,
+        database: str,
+        shards: Sequence[int],
+        stmt: Select[Any],
+        limit: int,
+        order: str,
+        key: str,
+    ) -> list[Row[Any]]:
+        engine = self.engines.shard_engines[database]
+        translate: dict[str | None, str | None]
+        if engine.dialect.name == "sqlite" or len(shards) == 1:
+            query = stmt
+            translate = self.schema_translate(engine, shards[0])
+        else:
+            union = union_all(*(_for_branch(stmt, i) for i in range(len(shards)))).subquery()
+            sort = union.c[key].desc() if order == "desc" else union.c[key].asc()
+            query = select(union).order_by(sort).limit(limit)
+            translate = {f"{SHARD_SCHEMA}_{i}": schema_name(s) for i, s in enumerate(shards)}
+        async with connect_or_explain(engine, database) as conn:
+            result = await conn.execution_options(schema_translate_map=translate).execute(query)
+            return list(result.all())
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def ping(self) -> dict[str, str | None]:
+        """Each physical database (and the global one) by name: None if it answers, else why not."""
+        targets = {"global": self.engines.global_engine, **self.engines.shard_engines}
+        answers = await asyncio.gather(*(_ping(e) for e in targets.values()))
+        return dict(zip(targets, answers, strict=True))
+
+
+async def _ping(engine: AsyncEngine) -> str | None:
+    try:
+        async with asyncio.timeout(5), engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except (OSError, DBAPIError, TimeoutError) as exc:
+        return describe_connect_error(exc)
+    return None
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    detail = getattr(exc, "orig", None) or exc
+    text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
+    return text
+
+
+@asynccontextmanager
+async def connect_or_explain(engine: AsyncEngine, name: str) -> AsyncIterator[AsyncConnection]:
+    """``engine.connect()``, turning a failure to connect into one line naming the database."""
+    try:
+        conn = await engine.connect().start()
+    except (OSError, DBAPIError, TimeoutError) as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to database {name!r} ({redact_dsn(str(engine.url))}): "
+            f"{describe_connect_error(exc)}"
+        ) from exc
+    try:
+        yield conn
+    finally:
+        await conn.close()

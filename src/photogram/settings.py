@@ -1,0 +1,187 @@
+"""One validated settings object.
+
+Sources, strongest first: keyword arguments, ``PHOTOGRAM_*`` environment
+variables, then the TOML file named by ``config_file`` (``--config`` or
+``PHOTOGRAM_CONFIG``). With nothing set at all, photogram runs the embedded
+default: one SQLite file under ``./photogram-data``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from photogram.db.ids import MAX_SHARDS
+from photogram.errors import ConfigError
+
+#: What ``secret_key`` says until an operator sets it; refused outside development.
+PLACEHOLDER_SECRET = "change-me"  # noqa: S105 (a marker, not a credential)
+
+SQLITE_FILE = "photogram.sqlite3"
+
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def normalise_dsn(dsn: str) -> str:
+    """``dsn`` with the async driver photogram uses; ValueError for other databases."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme.lower() not in _DRIVERS:
+        raise ValueError(
+            f"unsupported database URL {redact_dsn(dsn)!r}: "
+            "expected postgresql://… or sqlite:///path"
+        )
+    return f"{_DRIVERS[scheme.lower()]}://{rest}"
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password masked, fit for messages and logs."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PHOTOGRAM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # TOML file with more settings; the environment still wins over it.
+    config_file: Path | None = None
+
+    # "development" tolerates placeholder secrets; anything else refuses them at start-up.
+    environment: Literal["development", "production"] = "development"
+
+    # Where the embedded default keeps its SQLite file (and, later, media).
+    data_dir: Path = Path("photogram-data")
+
+    # The unsharded database (shard map, username directory, OAuth apps).
+    # Unset: the SQLite file under data_dir.
+    global_database: str | None = None
+
+    # Physical shard databases by name. Names are what the shard map stores, so a
+    # server can change address without touching the map. Unset: {"main": global_database}.
+    databases: dict[str, str] = Field(default_factory=dict)
+
+    # Logical shards for `photogram init` of a new cluster: a power of two up to 8,192.
+    # Fixed once the cluster exists: moving data changes placement, never the count.
+    logical_shards: int = 1024
+
+    # Signs sessions, tokens and media URLs. Generate with `python -c "import secrets;
+    # print(secrets.token_urlsafe(48))"`.
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+
+    # Address `photogram serve` binds.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+
+    # How often an app server re-reads the shard map version from the global database.
+    shard_map_refresh_seconds: Annotated[float, Field(gt=0)] = 2.0
+
+    # Connections each app process keeps per physical PostgreSQL database.
+    database_pool_size: Annotated[int, Field(ge=1)] = 10
+
+    # Behind PgBouncer in transaction mode without prepared-statement support
+    # (PgBouncer < 1.21 or max_prepared_statements = 0): turn off asyncpg's statement cache.
+    pgbouncer: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        chosen = init_settings().get("config_file") or env_settings().get("config_file")
+        if not chosen:
+            return (init_settings, env_settings)
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path))
+
+    @field_validator("logical_shards")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value < 1 or value > MAX_SHARDS or value & (value - 1):
+            raise ValueError(f"must be a power of two from 1 to {MAX_SHARDS}, not {value}")
+        return value
+
+    @field_validator("global_database")
+    @classmethod
+    def _global_dsn(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_dsn(value)
+
+    @field_validator("databases")
+    @classmethod
+    def _shard_dsns(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name.isidentifier():
+                raise ValueError(f"database name {name!r} must be a plain identifier")
+        return {name: normalise_dsn(dsn) for name, dsn in value.items()}
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.environment != "development" and (
+            self.secret_key.get_secret_value() in ("", PLACEHOLDER_SECRET)
+        ):
+            raise ValueError(
+                "secret_key is still the placeholder; set PHOTOGRAM_SECRET_KEY "
+                f"(environment is {self.environment!r})"
+            )
+        return self
+
+    @property
+    def global_dsn(self) -> str:
+        if self.global_database:
+            return self.global_database
+        return f"sqlite+aiosqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
+
+    @property
+    def shard_dsns(self) -> dict[str, str]:
+        return dict(self.databases) if self.databases else {"main": self.global_dsn}
+
+    @property
+    def embedded(self) -> bool:
+        """True when every database is SQLite: the single-process embedded default."""
+        return all(
+            dsn.startswith("sqlite") for dsn in [self.global_dsn, *self.shard_dsns.values()]
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from the environment (and ``config_file``), or ConfigError with one clear line."""
+    if config_file is not None:
+        overrides["config_file"] = config_file
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file is not valid TOML: {exc}") from None
