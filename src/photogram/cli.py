@@ -100,8 +100,7 @@ def _init_with_progress(settings: Settings, shards: int | None, quiet: bool) -> 
         progress.advance(task)
 
     with progress:
-        report = run(lambda: init_cluster(settings, shards, on_schema=tick))
-    return report
+        return run(lambda: init_cluster(settings, shards, on_schema=tick))
 
 
 @app.command()
@@ -196,7 +195,9 @@ def shards_status(
     if as_json:
         out.print_json(data=status)
     else:
-        table = Table(title=f"{status['logical_shards']} logical shards, map v{status['map_version']}")
+        table = Table(
+            title=f"{status['logical_shards']} logical shards, map v{status['map_version']}"
+        )
         for heading in ("database", "url", "shards", "logical", "rows"):
             table.add_column(heading)
         for db in status["databases"]:

@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,8 +73,10 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    # TOML file with more settings; the environment still wins over it.
-    config_file: Path | None = None
+    # TOML file with more settings (PHOTOGRAM_CONFIG); the environment still wins over it.
+    config_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("config_file", "PHOTOGRAM_CONFIG")
+    )
 
     # "development" tolerates placeholder secrets; anything else refuses them at start-up.
     environment: Literal["development", "production"] = "development"
@@ -166,9 +175,7 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         """True when every database is SQLite: the single-process embedded default."""
-        return all(
-            dsn.startswith("sqlite") for dsn in [self.global_dsn, *self.shard_dsns.values()]
-        )
+        return all(dsn.startswith("sqlite") for dsn in [self.global_dsn, *self.shard_dsns.values()])
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:

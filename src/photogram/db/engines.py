@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from photogram.db.ids import SQLITE_FUNCTION, sqlite_next_id_function
+from photogram.errors import DatabaseUnavailableError
 from photogram.settings import Settings
 
 #: Execution option that makes a SQLite transaction take the write lock at BEGIN.
@@ -42,7 +43,12 @@ def create_engine(dsn: str, settings: Settings) -> AsyncEngine:
 def _sqlite_engine(dsn: str) -> AsyncEngine:
     database = make_url(dsn).database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot create the directory of SQLite database {database}: {exc.strerror}"
+            ) from exc
     engine = create_async_engine(dsn, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -16,12 +16,16 @@ Two flaws of the published ``next_id()`` are fixed here:
   an ID after that raises instead of wrapping negative.
 * **Repeats.** Instagram computed ``nextval() % 1024`` next to the clock, so a
   1,025th insert in one millisecond reused an ID. Here the per-shard state is a
-  51-bit counter ``T = ms << 10 | sequence`` that is only ever raised: each ID
-  takes ``T = max(T_last + 1, now_ms << 10)``. When more than 1,024 IDs are
-  taken in one millisecond the time field runs ahead of the clock (borrowing
-  from the next milliseconds) until the rate drops; IDs stay unique and
-  strictly increasing within a shard, and the clock stepping backwards cannot
-  make them repeat either.
+  51-bit counter ``T = ms << 10 | sequence`` that only ever goes up: each ID
+  takes ``T_last + 1``, raised to ``now_ms << 10`` once it lags the clock by
+  more than ``CATCH_UP_MS``. When more than 1,024 IDs are taken in one
+  millisecond the time field runs ahead of the clock (borrowing from the next
+  milliseconds) until the rate drops; IDs stay unique and strictly increasing
+  within a shard, and the clock stepping backwards cannot make them repeat.
+
+The catch-up tolerance means an ID's time field can trail its insert by up to
+``CATCH_UP_MS``; in exchange the counter is written back (a WAL record on
+PostgreSQL) at most once a millisecond per shard instead of for every ID.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam
 from sqlalchemy.ext.compiler import compiles
@@ -59,6 +63,9 @@ MAX_MS = (1 << (TIME_BITS - 1)) - 1
 MAX_COUNTER = ((MAX_MS + 1) << SEQUENCE_BITS) - 1
 HORIZON = EPOCH + timedelta(milliseconds=MAX_MS)
 MAX_ID = (MAX_MS << TIME_SHIFT) | (SHARD_MASK << SHARD_SHIFT) | SEQUENCE_MASK
+
+#: How far the counter may trail the clock before it is raised to it.
+CATCH_UP_MS = 1
 
 #: Advisory-lock class for the PostgreSQL ID function ("phid"); the shard is the object.
 ADVISORY_LOCK_CLASS = int.from_bytes(b"phid", "big")
@@ -87,7 +94,12 @@ class IdParts:
 
     def as_json(self) -> dict[str, int | str]:
         stamp = self.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return {"id": str(self.id), "timestamp": stamp, "shard": self.shard, "sequence": self.sequence}
+        return {
+            "id": str(self.id),
+            "timestamp": stamp,
+            "shard": self.shard,
+            "sequence": self.sequence,
+        }
 
 
 def compose(ms: int, shard: int, sequence: int) -> int:
@@ -128,8 +140,10 @@ def parse_id(text: str) -> int:
 
 def from_counter(counter: int, shard: int) -> int:
     """The ID for per-shard counter value ``T = ms << 10 | sequence``."""
-    return ((counter >> SEQUENCE_BITS) << TIME_SHIFT) | (shard << SHARD_SHIFT) | (
-        counter & SEQUENCE_MASK
+    return (
+        ((counter >> SEQUENCE_BITS) << TIME_SHIFT)
+        | (shard << SHARD_SHIFT)
+        | (counter & SEQUENCE_MASK)
     )
 
 
@@ -144,9 +158,10 @@ def counter_floor(when_ms: int) -> int:
 def pg_next_id_ddl(schema: str, shard: int) -> list[str]:
     """DDL giving ``schema`` its counter sequence and its ``next_id()`` function.
 
-    The sequence holds the counter T. Raising it needs a read-modify-write
-    (``setval(max(nextval, floor))``) that PostgreSQL sequences cannot do
-    atomically, so it is done under a per-shard session advisory lock that is
+    The sequence holds the counter T. Raising it to the clock needs a
+    read-modify-write that PostgreSQL sequences cannot do atomically (a bare
+    ``setval`` racing a ``nextval`` could move the counter back and repeat an
+    ID), so it is done under a per-shard session advisory lock that is
     taken and released *inside one expression*: no statement boundary, hence
     no interrupt check, falls between lock and unlock, so a cancelled query can
     never leave the lock held (a session lock that leaked would stall every
@@ -158,6 +173,7 @@ def pg_next_id_ddl(schema: str, shard: int) -> list[str]:
     if not 0 <= shard <= SHARD_MASK:
         raise ValueError(f"logical shard out of range: {shard}")
     seq = f"{schema}.id_counter"
+    clock_ms = f"(floor(date_part('epoch', clock_timestamp()) * 1000)::bigint - {EPOCH_MS})"
     return [
         f"CREATE SEQUENCE IF NOT EXISTS {seq} AS bigint MINVALUE 0 START 0",
         f"""
@@ -166,14 +182,15 @@ LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     t bigint;
 BEGIN
-    -- Evaluation order: lock, nextval, clock, setval, then unlock (GREATEST and
-    -- function arguments evaluate left to right, innermost first).
+    -- One expression, evaluated in this order: lock, nextval, clock, then either
+    -- setval (the counter lags the clock by more than CATCH_UP_MS) or currval, then
+    -- unlock. Function arguments, CASE and GREATEST evaluate left to right.
     t := greatest(
-        setval('{seq}', greatest(
-            nextval(CASE WHEN pg_advisory_lock({ADVISORY_LOCK_CLASS}, {shard}) IS NULL
-                         THEN '{seq}'::regclass ELSE '{seq}'::regclass END),
-            (floor(date_part('epoch', clock_timestamp()) * 1000)::bigint - {EPOCH_MS})
-                << {SEQUENCE_BITS})),
+        CASE WHEN nextval(CASE WHEN pg_advisory_lock({ADVISORY_LOCK_CLASS}, {shard}) IS NULL
+                               THEN '{seq}'::regclass ELSE '{seq}'::regclass END)
+                  < ({clock_ms} - {CATCH_UP_MS}) << {SEQUENCE_BITS}
+             THEN setval('{seq}', {clock_ms} << {SEQUENCE_BITS})
+             ELSE currval('{seq}') END,
         pg_advisory_unlock({ADVISORY_LOCK_CLASS}, {shard})::int - 1);
     IF t > {MAX_COUNTER} THEN
         RAISE EXCEPTION 'photogram ID space exhausted (time field ends at {HORIZON.isoformat()})';
@@ -192,7 +209,9 @@ SQLITE_FUNCTION = "photogram_next_id"
 
 _SQLITE_BUMP = f"""
 INSERT INTO {SQLITE_COUNTER_TABLE} (shard, counter) VALUES (?1, ?2)
-ON CONFLICT (shard) DO UPDATE SET counter = max(counter + 1, excluded.counter)
+ON CONFLICT (shard) DO UPDATE SET counter = CASE
+    WHEN counter + 1 < excluded.counter - ({CATCH_UP_MS} << {SEQUENCE_BITS}) THEN excluded.counter
+    ELSE counter + 1 END
 RETURNING counter
 """
 
@@ -231,7 +250,8 @@ class NextId(ColumnElement[int]):
 
     inherit_cache = True
     type = BigInteger()
-    _traverse_internals: ClassVar[_TraverseInternalsType] = [
+    # SQLAlchemy reads this class attribute to build the statement cache key.
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012
         ("shard", InternalTraversal.dp_clauseelement)
     ]
 

@@ -110,7 +110,6 @@ outbox = Table(
 )
 
 
-
 def shard_data_tables() -> list[Table]:
     """The tables that hold a shard's data (for row counts and shard moves)."""
     return [t for t in shard_metadata.sorted_tables if t is not shard_migrations]

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Insert, inspect, insert, select, text
+from sqlalchemy import Connection, Insert, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from photogram.db.engines import WRITE_OPTION, Engines
@@ -133,7 +133,9 @@ async def migrate_shard_schema(conn: AsyncConnection, shard: int | None) -> str:
     """Bring one logical shard's schema to head (PostgreSQL), or a SQLite file's shared schema
     when ``shard`` is None. Runs in its own transaction on ``conn``."""
     schema = None if shard is None else schema_name(shard)
-    await conn.execution_options(schema_translate_map={SHARD_SCHEMA: schema}, **{WRITE_OPTION: True})
+    await conn.execution_options(
+        schema_translate_map={SHARD_SCHEMA: schema}, **{WRITE_OPTION: True}
+    )
     async with conn.begin():
         if schema is not None:
             await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -159,7 +161,9 @@ async def ensure_cluster(
             if created:
                 count = requested_shards or settings.logical_shards
                 placement = initial_placement(count, list(engines.shard_engines))
-                await conn.execute(insert(cluster).values(id=1, logical_shards=count, map_version=1))
+                await conn.execute(
+                    insert(cluster).values(id=1, logical_shards=count, map_version=1)
+                )
                 await conn.execute(
                     insert(shard_map),
                     [

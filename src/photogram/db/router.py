@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import Column, Row, Select, Table, column, select, union_all
 from sqlalchemy.exc import DBAPIError
@@ -51,7 +51,7 @@ def _branch_table(table: Table, branch: int) -> _BranchTable:
 
 
 def _for_branch(stmt: Select[Any], branch: int) -> Select[Any]:
-    def replace(element: Any) -> Any:
+    def replace(element: Any, **_kw: Any) -> Any:
         if isinstance(element, Table) and element.schema == SHARD_SCHEMA:
             return _branch_table(element, branch)
         if (
@@ -62,8 +62,7 @@ def _for_branch(stmt: Select[Any], branch: int) -> Select[Any]:
             return _branch_table(element.table, branch).c[element.name]
         return None
 
-    adapted: Select[Any] = visitors.replacement_traverse(stmt, {}, replace)
-    return adapted
+    return cast(Select[Any], visitors.replacement_traverse(stmt, {}, replace))
 
 
 class Router:
@@ -181,7 +180,7 @@ class Router:
         order: Literal["desc", "asc"] = "desc",
         key: str = "id",
     ) -> list[Row[Any]]:
-        """Run a read of sharded tables everywhere it may match; the global top ``limit`` by ``key``.
+        """The global top ``limit`` rows by ``key`` of a read run on every shard it may match.
 
         ``stmt`` is written as for one shard and must itself select the right rows
         (include its own ORDER BY and LIMIT so each shard returns only its top rows);
@@ -194,11 +193,12 @@ class Router:
         for shard in sorted(wanted):
             plan.setdefault(self.shard_map.database_of(shard), []).append(shard)
         results = await asyncio.gather(
-            *(self._scatter_one(name, on_db, stmt, limit, order, key) for name, on_db in plan.items())
+            *(
+                self._scatter_one(name, on_db, stmt, limit, order, key)
+                for name, on_db in plan.items()
+            )
         )
-        merged = heapq.merge(
-            *results, key=lambda row: row._mapping[key], reverse=(order == "desc")
-        )
+        merged = heapq.merge(*results, key=lambda row: row._mapping[key], reverse=(order == "desc"))
         return [row for _, row in zip(range(limit), merged, strict=False)]
 
     async def _scatter_one(
@@ -221,8 +221,8 @@ class Router:
             query = select(union).order_by(sort).limit(limit)
             translate = {f"{SHARD_SCHEMA}_{i}": schema_name(s) for i, s in enumerate(shards)}
         async with connect_or_explain(engine, database) as conn:
-            result = await conn.execution_options(schema_translate_map=translate).execute(query)
-            return list(result.all())
+            await conn.execution_options(schema_translate_map=translate)
+            return list((await conn.execute(query)).all())
 
     # --- health -------------------------------------------------------------------------------
 
@@ -244,8 +244,8 @@ async def _ping(engine: AsyncEngine) -> str | None:
 
 def describe_connect_error(exc: BaseException) -> str:
     detail = getattr(exc, "orig", None) or exc
-    text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
-    return text
+    lines = str(detail).strip().splitlines()
+    return lines[0] if lines else type(detail).__name__
 
 
 @asynccontextmanager

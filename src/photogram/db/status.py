@@ -80,8 +80,8 @@ async def _database_status(router: Router, name: str, shards: Sequence[int]) -> 
             status.rows = dict.fromkeys(tables, 0)
             if present and counts:
                 query = " UNION ALL ".join(counts)
-                for table, n in (await conn.exec_driver_sql(query)).all():
-                    status.rows[table] += int(n)
+                for row in (await conn.execute(text(query))).all():
+                    status.rows[row[0]] += int(row[1])
     except DatabaseUnavailableError as exc:
         status.reachable, status.error = False, str(exc)
     except DBAPIError as exc:
@@ -92,7 +92,10 @@ async def _database_status(router: Router, name: str, shards: Sequence[int]) -> 
 async def cluster_status(router: Router) -> dict[str, Any]:
     by_db = router.shard_map.by_database
     databases = await asyncio.gather(
-        *(_database_status(router, name, by_db.get(name, [])) for name in router.engines.shard_engines)
+        *(
+            _database_status(router, name, by_db.get(name, []))
+            for name in router.engines.shard_engines
+        )
     )
     problems = [d.error for d in databases if d.error] + [
         f"database {d.name!r} lacks schemas {', '.join(d.missing_schemas[:5])}"

@@ -1,0 +1,117 @@
+"""Shared fixtures: an embedded (SQLite) instance and a two-server PostgreSQL cluster.
+
+PostgreSQL is the real server at PHOTOGRAM_TEST_POSTGRES (default: the local one, trust
+auth). Each cluster gets its own freshly created databases, dropped at the end of the
+session; two databases stand in for two servers and nothing assumes they share one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from photogram.db.migrations import init_cluster
+from photogram.db.router import Router
+from photogram.settings import Settings
+
+ADMIN_DSN = os.environ.get(
+    "PHOTOGRAM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SESSION_TAG = uuid.uuid4().hex[:8]
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def _dsn(database: str) -> str:
+    base, _, _ = ADMIN_DSN.rpartition("/")
+    return f"{base}/{database}"
+
+
+class PostgresFactory:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    async def database(self, label: str) -> str:
+        name = f"photogram_test_{SESSION_TAG}_{len(self.created)}_{label}"
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.created.append(name)
+        return _dsn(name)
+
+    async def cluster_settings(self, **extra: object) -> Settings:
+        return Settings(
+            global_database=await self.database("global"),
+            databases={"pg_a": await self.database("a"), "pg_b": await self.database("b")},
+            **extra,  # type: ignore[arg-type]
+        )
+
+    async def drop_all(self) -> None:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            for name in self.created:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def postgres() -> AsyncIterator[PostgresFactory]:
+    factory = PostgresFactory()
+    yield factory
+    await factory.drop_all()
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come only from what each test sets."""
+    for name in list(os.environ):
+        if name.startswith("PHOTOGRAM_") and name != "PHOTOGRAM_TEST_POSTGRES":
+            monkeypatch.delenv(name)
+
+
+def sqlite_settings(directory: Path, **extra: object) -> Settings:
+    return Settings(data_dir=directory, **extra)  # type: ignore[arg-type]
+
+
+MakeSettings = Callable[..., Awaitable[Settings]]
+
+
+@pytest.fixture(params=BACKENDS)
+def make_settings(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: PostgresFactory,
+) -> MakeSettings:
+    """Fresh, uninitialised settings for the backend under test (each call a new instance)."""
+
+    async def make(**extra: object) -> Settings:
+        if request.param == "sqlite":
+            return sqlite_settings(tmp_path_factory.mktemp("embedded"), **extra)
+        return await postgres.cluster_settings(**extra)
+
+    return make
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def router(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: PostgresFactory,
+) -> AsyncIterator[Router]:
+    """An initialised instance with 16 logical shards, shared by one test module."""
+    if request.param == "sqlite":
+        settings = sqlite_settings(tmp_path_factory.mktemp("embedded"))
+    else:
+        settings = await postgres.cluster_settings()
+    await init_cluster(settings, 16)
+    opened = await Router.open(settings)
+    yield opened
+    await opened.close()
