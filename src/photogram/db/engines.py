@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,23 @@ def create_engine(dsn: str, settings: Settings) -> AsyncEngine:
         "server_settings": {"application_name": "photogram"},
     }
     if settings.pgbouncer:
-        # Transaction pooling hands each transaction to any server connection, where
-        # asyncpg's named prepared statements may not exist.
-        connect_args |= {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+        # Transaction pooling hands each transaction to any server connection, where a
+        # statement prepared earlier may not exist and a reused name may already be taken.
+        connect_args |= {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
     return create_async_engine(
         dsn,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         connect_args=connect_args,
     )
+
+
+def _unique_statement_name() -> str:
+    return f"__photogram_{uuid.uuid4().hex}__"
 
 
 def _sqlite_engine(dsn: str) -> AsyncEngine:
