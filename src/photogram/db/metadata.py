@@ -71,23 +71,23 @@ shard_map = Table(
     Column("since_version", BigInteger, nullable=False),
 )
 
-global_migrations = Table(
-    "global_migrations",
-    global_metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("name", String(200), nullable=False),
-    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+
+def migrations_table(name: str, metadata: MetaData) -> Table:
+    """Where one migration target records the versions it has reached."""
+    return Table(
+        name,
+        metadata,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("name", String(200), nullable=False),
+        Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+global_migrations = migrations_table("global_migrations", global_metadata)
 
 # --- per logical shard -----------------------------------------------------------------------
 
-shard_migrations = Table(
-    "shard_migrations",
-    shard_metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("name", String(200), nullable=False),
-    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+shard_migrations = migrations_table("shard_migrations", shard_metadata)
 
 # Work to do after a commit, written in the same transaction as the change that needs it,
 # so a broker outage delays work and never loses it.

@@ -33,7 +33,13 @@ from photogram.db.metadata import (
     shard_migrations,
 )
 from photogram.db.router import connect_or_explain
-from photogram.db.shardmap import ShardMap, initial_placement, read_shard_map, schema_name
+from photogram.db.shardmap import (
+    ShardMap,
+    check_placement,
+    initial_placement,
+    read_shard_map,
+    schema_name,
+)
 from photogram.errors import ClusterMismatchError
 from photogram.settings import Settings
 
@@ -191,12 +197,7 @@ async def init_cluster(
     try:
         await migrate_global(engines.global_engine)
         shard_map_now, created = await ensure_cluster(engines, settings, requested_shards)
-        unknown = sorted(set(shard_map_now.placement) - set(engines.shard_engines))
-        if unknown:
-            raise ClusterMismatchError(
-                f"the shard map places shards on {', '.join(map(repr, unknown))}, "
-                "which settings do not name under `databases`"
-            )
+        check_placement(shard_map_now, engines.shard_engines)
         report = InitReport(shard_map_now.logical_shards, shard_map_now.version, created)
 
         async def one_database(name: str, shards: Sequence[int]) -> None:

@@ -26,8 +26,14 @@ from sqlalchemy.sql.expression import TableClause
 from photogram.db.engines import WRITE_OPTION, Engines
 from photogram.db.ids import shard_of
 from photogram.db.metadata import SHARD_SCHEMA
-from photogram.db.shardmap import ShardMap, read_map_version, read_shard_map, schema_name
-from photogram.errors import ClusterMismatchError, DatabaseUnavailableError, NotInitialisedError
+from photogram.db.shardmap import (
+    ShardMap,
+    check_placement,
+    read_map_version,
+    read_shard_map,
+    schema_name,
+)
+from photogram.errors import DatabaseUnavailableError, NotInitialisedError
 from photogram.settings import Settings, redact_dsn
 
 
@@ -72,7 +78,7 @@ class Router:
         self.shard_map = shard_map
         self._map_checked = time.monotonic()
         self._refresh_lock = asyncio.Lock()
-        self._check_placement(shard_map)
+        check_placement(shard_map, self.engines.shard_engines)
 
     @classmethod
     async def open(cls, settings: Settings) -> Router:
@@ -91,14 +97,6 @@ class Router:
 
     async def close(self) -> None:
         await self.engines.dispose()
-
-    def _check_placement(self, shard_map: ShardMap) -> None:
-        unknown = sorted(set(shard_map.placement) - set(self.engines.shard_engines))
-        if unknown:
-            raise ClusterMismatchError(
-                f"the shard map places shards on {', '.join(map(repr, unknown))}, "
-                "which settings do not name under `databases`"
-            )
 
     # --- placement ----------------------------------------------------------------------------
 
@@ -128,7 +126,7 @@ class Router:
                 if version is not None and version != self.shard_map.version:
                     fresh = await read_shard_map(conn)
                     if fresh is not None:
-                        self._check_placement(fresh)
+                        check_placement(fresh, self.engines.shard_engines)
                         self.shard_map = fresh
             self._map_checked = time.monotonic()
 

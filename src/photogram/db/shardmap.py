@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from photogram.db.metadata import cluster, shard_map
+from photogram.errors import ClusterMismatchError
 
 
 def schema_name(shard: int) -> str:
@@ -39,6 +40,16 @@ class ShardMap:
         for shard, database in enumerate(self.placement):
             grouped.setdefault(database, []).append(shard)
         return grouped
+
+
+def check_placement(shard_map: ShardMap, known: Iterable[str]) -> None:
+    """ClusterMismatchError unless every database the map names is one settings know."""
+    unknown = sorted(set(shard_map.placement) - set(known))
+    if unknown:
+        raise ClusterMismatchError(
+            f"the shard map places shards on {', '.join(map(repr, unknown))}, "
+            "which settings do not name under `databases`"
+        )
 
 
 def initial_placement(logical_shards: int, databases: Sequence[str]) -> tuple[str, ...]:
@@ -74,5 +85,5 @@ async def read_shard_map(conn: AsyncConnection) -> ShardMap | None:
 
 
 def _missing_table(exc: DBAPIError) -> bool:
-    text = str(exc.orig).lower()
-    return "no such table" in text or "does not exist" in text
+    # PostgreSQL says undefined_table by SQLSTATE; SQLite has only its message.
+    return getattr(exc.orig, "sqlstate", None) == "42P01" or "no such table" in str(exc.orig)
