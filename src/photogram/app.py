@@ -8,23 +8,36 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from photogram import __version__
-from photogram.db.router import Router
+from photogram.accounts import api as accounts_api
+from photogram.graph import api as graph_api
+from photogram.oauth import api as oauth_api
+from photogram.oauth import pages as oauth_pages
+from photogram.runtime import Runtime
 from photogram.settings import Settings
-from photogram.web import errors, health
+from photogram.web import errors, health, media
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
+    """The app. ``background=False`` leaves pending outbox work to an explicit sweep (tests)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        router = await Router.open(settings)
-        app.state.router = router
+        runtime = await Runtime.open(settings)
+        app.state.runtime = runtime
+        if background:
+            runtime.start_background()
         try:
             yield
         finally:
-            await router.close()
+            await runtime.close()
 
     app = FastAPI(title="photogram", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     errors.install(app)
     app.include_router(health.api)
+    app.include_router(oauth_api.api)
+    app.include_router(oauth_pages.api)
+    app.include_router(accounts_api.api)
+    app.include_router(graph_api.api)
+    app.include_router(media.api)
     return app

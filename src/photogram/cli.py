@@ -156,6 +156,8 @@ def serve(
     from photogram.app import create_app
 
     settings = settings_from(ctx)
+    overrides = {"host": host, "port": port}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if settings.embedded:
         _init_with_progress(settings, None, quiet=True)
     else:
@@ -165,12 +167,7 @@ def serve(
             await router.close()
 
         run(check)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=settings.port if port is None else port,
-        log_level="info",
-    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 # --- shards ---------------------------------------------------------------------------------

@@ -110,6 +110,38 @@ class Settings(BaseSettings):
     # Connections each app process keeps per physical PostgreSQL database.
     database_pool_size: Annotated[int, Field(ge=1)] = 10
 
+    # The address clients use to reach this instance (links, avatar URLs, Link headers).
+    # Unset: http://<host>:<port>.
+    public_url: str | None = None
+
+    # What /api/v1/instance tells clients and people.
+    instance_title: str = "photogram"
+    instance_description: str = "A photo-sharing community."
+    contact_email: str = ""
+    registrations_open: bool = True
+
+    # Requests allowed per window, per access token and per client address; over it, 429.
+    rate_limit_per_token: Annotated[int, Field(ge=1)] = 300
+    rate_limit_per_ip: Annotated[int, Field(ge=1)] = 300
+    rate_limit_window_seconds: Annotated[int, Field(ge=1)] = 300
+
+    # Access tokens never expire unless set (Mastodon clients do not refresh); refresh
+    # tokens rotate them either way.
+    access_token_ttl_seconds: Annotated[int, Field(ge=60)] | None = None
+    authorization_code_ttl_seconds: Annotated[int, Field(ge=10)] = 600
+
+    # Avatars: the largest upload accepted, and the largest image (in pixels) decoded.
+    avatar_max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    avatar_max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+
+    # argon2id cost for password hashes (RFC 9106's low-memory profile by default).
+    password_time_cost: Annotated[int, Field(ge=1)] = 3
+    password_memory_kib: Annotated[int, Field(ge=8)] = 65536
+
+    # How often a process re-runs background work that is still pending in the outbox
+    # (work is first attempted right after the commit that wrote it).
+    outbox_sweep_seconds: Annotated[float, Field(gt=0)] = 5.0
+
     # Behind PgBouncer in transaction mode without prepared-statement support
     # (PgBouncer < 1.21 or max_prepared_statements = 0): turn off asyncpg's statement cache.
     pgbouncer: bool = False
@@ -171,6 +203,12 @@ class Settings(BaseSettings):
     @property
     def shard_dsns(self) -> dict[str, str]:
         return dict(self.databases) if self.databases else {"main": self.global_dsn}
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
 
     @property
     def embedded(self) -> bool:

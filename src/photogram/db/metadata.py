@@ -8,9 +8,12 @@ router renders the shard's schema into each statement with SQLAlchemy's
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -18,10 +21,16 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
+    false,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 SHARD_SCHEMA = "shard"
 
@@ -35,6 +44,28 @@ NAMING = {
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, always timezone-aware UTC in Python on either backend.
+
+    SQLite has no timezone-aware type and hands back naive values; they were UTC when
+    written, so they are marked UTC again on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 global_metadata = MetaData(naming_convention=NAMING)
 shard_metadata = MetaData(schema=SHARD_SCHEMA, naming_convention=NAMING)
 
@@ -45,7 +76,7 @@ def shard_id_column() -> Column[int]:
 
 
 def created_at_column() -> Column[object]:
-    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+    return Column("created_at", UtcDateTime(), nullable=False, server_default=func.now())
 
 
 # --- global (unsharded) ----------------------------------------------------------------------
@@ -79,11 +110,76 @@ def migrations_table(name: str, metadata: MetaData) -> Table:
         metadata,
         Column("version", Integer, primary_key=True, autoincrement=False),
         Column("name", String(200), nullable=False),
-        Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("applied_at", UtcDateTime(), nullable=False, server_default=func.now()),
     )
 
 
 global_migrations = migrations_table("global_migrations", global_metadata)
+
+# Usernames are unique across all shards: this directory is where that is decided. A row is
+# written (unconfirmed) before the account row on its shard, and confirmed after it, so a
+# sign-up that died in between can be told apart from a live account.
+usernames = Table(
+    "usernames",
+    global_metadata,
+    Column("username", String(30), primary_key=True),  # lower-cased
+    Column("account_id", BigInteger, nullable=False, unique=True),
+    Column("confirmed", Boolean, nullable=False, server_default=false()),
+    created_at_column(),
+)
+
+# The password grant names an account by e-mail (as Mastodon's does): e-mail -> account.
+emails = Table(
+    "emails",
+    global_metadata,
+    Column("email", String(254), primary_key=True),  # lower-cased
+    Column("account_id", BigInteger, nullable=False, unique=True),
+    created_at_column(),
+)
+
+oauth_apps = Table(
+    "oauth_apps",
+    global_metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("client_secret_hash", String(64), nullable=False),  # sha256 hex
+    Column("name", String(200), nullable=False),
+    Column("website", String(2000)),
+    Column("redirect_uris", Text, nullable=False),  # one per line
+    Column("scopes", String(1000), nullable=False),  # space separated
+    created_at_column(),
+)
+
+# Access tokens (and their refresh tokens) are stored as sha256 hashes: a copy of this table
+# grants nothing.
+oauth_tokens = Table(
+    "oauth_tokens",
+    global_metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("refresh_hash", String(64), unique=True),
+    Column("app_id", BigInteger, nullable=False, index=True),
+    Column("account_id", BigInteger, index=True),  # None: an app (client_credentials) token
+    Column("scopes", String(1000), nullable=False),
+    Column("expires_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
+    created_at_column(),
+)
+
+oauth_codes = Table(
+    "oauth_codes",
+    global_metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("app_id", BigInteger, nullable=False),
+    Column("account_id", BigInteger, nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("scopes", String(1000), nullable=False),
+    Column("code_challenge", String(128)),
+    Column("code_challenge_method", String(10)),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime()),
+    created_at_column(),
+)
 
 # --- per logical shard -----------------------------------------------------------------------
 
@@ -98,8 +194,8 @@ outbox = Table(
     Column("task", String(200), nullable=False),
     Column("payload", Json, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("available_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("done_at", DateTime(timezone=True)),
+    Column("available_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("done_at", UtcDateTime()),
     created_at_column(),
     Index(
         "ix_outbox_pending",
@@ -107,6 +203,64 @@ outbox = Table(
         postgresql_where=text("done_at IS NULL"),
         sqlite_where=text("done_at IS NULL"),
     ),
+)
+
+# An account lives on its home shard, chosen at sign-up; its ID carries that shard.
+accounts = Table(
+    "accounts",
+    shard_metadata,
+    shard_id_column(),
+    Column("username", String(30), nullable=False, unique=True),  # as chosen, case kept
+    Column("email", String(254), nullable=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("display_name", String(100), nullable=False, server_default=""),
+    Column("note", Text, nullable=False, server_default=""),  # plain text, as written
+    Column("avatar_key", String(200)),
+    Column("locked", Boolean, nullable=False, server_default=false()),
+    Column("discoverable", Boolean, nullable=False, server_default=true()),
+    Column("followers_count", Integer, nullable=False, server_default="0"),
+    Column("following_count", Integer, nullable=False, server_default="0"),
+    Column("statuses_count", Integer, nullable=False, server_default="0"),
+    Column("last_status_at", UtcDateTime()),
+    created_at_column(),
+)
+
+
+def edge_table(name: str, *extra: Column[object]) -> Table:
+    """A directed edge ``account_id -> target_id`` kept on ``account_id``'s shard.
+
+    Its own ``id`` orders an account's edges (newest first) for paging.
+    """
+    return Table(
+        name,
+        shard_metadata,
+        shard_id_column(),
+        Column("account_id", BigInteger, nullable=False),
+        Column("target_id", BigInteger, nullable=False),
+        *extra,
+        created_at_column(),
+        UniqueConstraint("account_id", "target_id"),
+        Index(f"ix_{name}_account_id_id", "account_id", "id"),
+    )
+
+
+# The follow graph. Each edge kind has an authoritative side, written by the action, and a
+# mirror on the other account's shard, written from the outbox: so everything a viewer's
+# relationships need is on the viewer's own shard.
+follows = edge_table(  # follower -> followee, on the follower's shard (authoritative)
+    "follows",
+    Column("show_reblogs", Boolean, nullable=False, server_default=true()),
+    Column("notify", Boolean, nullable=False, server_default=false()),
+)
+followers = edge_table("followers")  # followee -> follower, on the followee's shard (mirror)
+follow_requests_out = edge_table("follow_requests_out")  # requester -> locked (authoritative)
+follow_requests_in = edge_table("follow_requests_in")  # locked -> requester (mirror)
+blocks = edge_table("blocks")  # blocker -> blocked (authoritative)
+blocked_by = edge_table("blocked_by")  # blocked -> blocker (mirror)
+mutes = edge_table(  # muter -> muted (one side only: nobody else needs to know)
+    "mutes",
+    Column("hide_notifications", Boolean, nullable=False, server_default=true()),
+    Column("expires_at", UtcDateTime()),
 )
 
 

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Insert, insert, inspect, select, text
+from sqlalchemy import Connection, Insert, MetaData, Table, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from photogram.db.engines import WRITE_OPTION, Engines
@@ -54,9 +54,48 @@ class Migration:
 
 BASELINE = 1
 
+
+def create_tables(metadata: MetaData, *names: str) -> Callable[[Connection], None]:
+    """An upgrade that adds whole new tables (with their indexes) to an existing target."""
+
+    def upgrade(sync: Connection) -> None:
+        tables = [metadata.tables[name] for name in names]
+        metadata.create_all(sync, tables=tables)
+        if metadata is shard_metadata and sync.dialect.name == "postgresql":
+            _default_ids(
+                sync, sync.get_execution_options()["schema_translate_map"][SHARD_SCHEMA], tables
+            )
+
+    return upgrade
+
+
 # Later schema changes, in version order (the first is version 2).
-GLOBAL_UPGRADES: Sequence[Migration] = ()
-SHARD_UPGRADES: Sequence[Migration] = ()
+GLOBAL_UPGRADES: Sequence[Migration] = (
+    Migration(
+        2,
+        "accounts directory and OAuth",
+        create_tables(
+            global_metadata, "usernames", "emails", "oauth_apps", "oauth_tokens", "oauth_codes"
+        ),
+    ),
+)
+SHARD_UPGRADES: Sequence[Migration] = (
+    Migration(
+        2,
+        "accounts and the follow graph",
+        create_tables(
+            shard_metadata,
+            "accounts",
+            "follows",
+            "followers",
+            "follow_requests_out",
+            "follow_requests_in",
+            "blocks",
+            "blocked_by",
+            "mutes",
+        ),
+    ),
+)
 
 
 def head(upgrades: Sequence[Migration]) -> int:
@@ -126,9 +165,13 @@ def _create_shard_tables(sync: Connection, schema: str | None, shard: int | None
             "(shard INTEGER PRIMARY KEY, counter INTEGER NOT NULL)"
         )
         return
+    _default_ids(sync, schema, shard_metadata.sorted_tables)
+
+
+def _default_ids(sync: Connection, schema: str, tables: Sequence[Table]) -> None:
     # Raw SQL and bulk INSERT … SELECT get IDs too: the column default calls this
     # schema's own next_id(), bound by OID when the default is set.
-    for table in shard_metadata.sorted_tables:
+    for table in tables:
         if "id" in table.c and table.c.id.info.get("shard_id"):
             sync.exec_driver_sql(
                 f"ALTER TABLE {schema}.{table.name} ALTER COLUMN id SET DEFAULT {schema}.next_id()"

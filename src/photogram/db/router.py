@@ -161,6 +161,12 @@ class Router:
         return self.connect(shard_of(id_))
 
     @asynccontextmanager
+    async def global_connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection to the global database for reads."""
+        async with connect_or_explain(self.engines.global_engine, "global") as conn:
+            yield conn
+
+    @asynccontextmanager
     async def global_begin(self) -> AsyncIterator[AsyncConnection]:
         async with connect_or_explain(self.engines.global_engine, "global") as conn:
             await conn.execution_options(**{WRITE_OPTION: True})

@@ -14,6 +14,25 @@ def error_response(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+class ApiError(Exception):
+    """An error with more than a message: ``{"error": message, **extra}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def invalid(message: str) -> HTTPException:
+    """A 422 for a parameter the client got wrong."""
+    return HTTPException(422, message)
+
+
+def not_found(message: str = "Record not found") -> HTTPException:
+    return HTTPException(404, message)
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -33,6 +52,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, _describe_validation(exc))
+
+    @app.exception_handler(ApiError)
+    async def _api(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, **exc.extra)
 
     @app.exception_handler(DatabaseUnavailableError)
     async def _unavailable(_request: Request, exc: DatabaseUnavailableError) -> JSONResponse:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from photogram.db.router import Router
+from photogram.web.deps import RuntimeDep
 from photogram.web.errors import error_response
 
 api = APIRouter()
@@ -19,10 +19,9 @@ async def healthz() -> dict[str, str]:
 
 
 @api.get("/readyz", include_in_schema=False)
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready for traffic only when the global and every physical shard database answers."""
-    router: Router = request.app.state.router
-    answers = await router.ping()
+    answers = await runtime.router.ping()
     failing = {name: why for name, why in answers.items() if why is not None}
     if failing:
         names = ", ".join(sorted(failing))
