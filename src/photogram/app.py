@@ -10,11 +10,13 @@ from fastapi import FastAPI
 from photogram import __version__
 from photogram.accounts import api as accounts_api
 from photogram.graph import api as graph_api
+from photogram.instance import api as instance_api
 from photogram.oauth import api as oauth_api
 from photogram.oauth import pages as oauth_pages
 from photogram.runtime import Runtime
 from photogram.settings import Settings
 from photogram.web import errors, health, media
+from photogram.web.ratelimit import RateLimit
 
 
 def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
@@ -31,13 +33,21 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         finally:
             await runtime.close()
 
-    app = FastAPI(title="photogram", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="photogram",
+        version=__version__,
+        description="The Mastodon client API subset a photo-sharing app needs.",
+        lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
+    )
     app.state.settings = settings
     errors.install(app)
+    app.add_middleware(RateLimit, settings=settings)
     app.include_router(health.api)
     app.include_router(oauth_api.api)
     app.include_router(oauth_pages.api)
     app.include_router(accounts_api.api)
     app.include_router(graph_api.api)
     app.include_router(media.api)
+    app.include_router(instance_api.api)
     return app

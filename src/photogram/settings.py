@@ -119,10 +119,13 @@ class Settings(BaseSettings):
     instance_description: str = "A photo-sharing community."
     contact_email: str = ""
     registrations_open: bool = True
+    # Where people can get this server's source code (the AGPL asks that they can).
+    source_url: str = ""
 
-    # Requests allowed per window, per access token and per client address; over it, 429.
+    # Requests allowed per window, per access token and per client address; over it, 429
+    # (Mastodon's defaults: 300 per token and 7,500 per address in five minutes).
     rate_limit_per_token: Annotated[int, Field(ge=1)] = 300
-    rate_limit_per_ip: Annotated[int, Field(ge=1)] = 300
+    rate_limit_per_ip: Annotated[int, Field(ge=1)] = 7500
     rate_limit_window_seconds: Annotated[int, Field(ge=1)] = 300
 
     # Access tokens never expire unless set (Mastodon clients do not refresh); refresh

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from photogram.errors import DatabaseUnavailableError
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, for people.")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "The request is malformed.",
+        401: "No valid access token.",
+        403: "The token or account may not do this.",
+        404: "Not found, or not visible to this account.",
+        422: "A parameter is invalid.",
+        429: "Too many requests.",
+        503: "A database is unavailable.",
+    }.items()
+}
 
 
 def error_response(status: int, message: str, **extra: object) -> JSONResponse:
