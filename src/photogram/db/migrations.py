@@ -59,7 +59,8 @@ def create_tables(metadata: MetaData, *names: str) -> Callable[[Connection], Non
     """An upgrade that adds whole new tables (with their indexes) to an existing target."""
 
     def upgrade(sync: Connection) -> None:
-        tables = [metadata.tables[name] for name in names]
+        prefix = f"{metadata.schema}." if metadata.schema else ""
+        tables = [metadata.tables[prefix + name] for name in names]
         metadata.create_all(sync, tables=tables)
         if metadata is shard_metadata and sync.dialect.name == "postgresql":
             _default_ids(
