@@ -81,6 +81,22 @@ class Client(httpx.AsyncClient):
         assert me.status_code == 200, me.text
         return User(me.json()["id"], username, email, user_token)
 
+    async def log_in(self, app: App, email: str, scope: str = SCOPES) -> str:
+        """A new token for an existing account, with ``scope`` (the password grant)."""
+        response = await self.post(
+            "/oauth/token",
+            data={
+                "grant_type": "password",
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+                "username": email,
+                "password": PASSWORD,
+                "scope": scope,
+            },
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
     async def settle(self) -> None:
         """Run every pending background task now (the app's sweeper is off in tests)."""
         while await self.runtime.relay.sweep():
