@@ -27,6 +27,8 @@ from photogram.web.auth import hash_secret, parse_scopes, scope_allows, unknown_
 from photogram.web.errors import ApiError
 
 OOB = "urn:ietf:wg:oauth:2.0:oob"
+# The longest redirect URI an authorization code can record (oauth_codes.redirect_uri).
+MAX_REDIRECT_URI = 2000
 
 
 class OAuthError(ApiError):
@@ -82,6 +84,12 @@ def check_redirect_uris(raw: str) -> tuple[str, ...]:
     for uri in uris:
         if uri == OOB:
             continue
+        if len(uri) > MAX_REDIRECT_URI:
+            raise OAuthError(
+                "invalid_request",
+                f"redirect_uris: a URI may be at most {MAX_REDIRECT_URI} characters",
+                422,
+            )
         parts = urlsplit(uri)
         if (
             not parts.scheme
@@ -211,17 +219,24 @@ async def _account_by_email(runtime: Runtime, email: str) -> Row[Any] | None:
     return row
 
 
-async def grant_password(
-    runtime: Runtime, app: App, username: str, password: str, scope: str | None
-) -> IssuedToken:
-    scopes = narrow_scopes(app, scope)
-    row = await _account_by_email(runtime, username)
+async def authenticate_user(runtime: Runtime, email: str, password: str) -> int:
+    """The account ``email`` names if ``password`` is its password. An unknown address costs
+    the same hashing work as a wrong password, so timing does not tell which addresses exist."""
+    row = await _account_by_email(runtime, email)
     stored = row.password_hash if row is not None else None
     matches = await verify_password(runtime.settings, stored, password)
     if row is None or not matches:
         raise OAuthError("invalid_grant", "The e-mail address or password is wrong")
+    return int(row.id)
+
+
+async def grant_password(
+    runtime: Runtime, app: App, username: str, password: str, scope: str | None
+) -> IssuedToken:
+    scopes = narrow_scopes(app, scope)
+    account_id = await authenticate_user(runtime, username, password)
     async with runtime.router.global_begin() as conn:
-        return await issue_token(conn, runtime, app, row.id, scopes)
+        return await issue_token(conn, runtime, app, account_id, scopes)
 
 
 async def grant_client_credentials(runtime: Runtime, app: App, scope: str | None) -> IssuedToken:
@@ -319,7 +334,8 @@ async def grant_refresh_token(
             raise OAuthError("invalid_grant", "The refresh token is invalid")
         granted = frozenset(row.scopes.split())
         scopes = check_scopes(scope) if scope else granted
-        if not scopes <= granted:
+        # Narrowing to a child of a granted scope (read -> read:accounts) is no gain.
+        if not all(scope_allows(granted, s) for s in scopes):
             raise OAuthError("invalid_scope", "A refreshed token cannot gain scopes")
         revoked = await conn.execute(
             update(oauth_tokens)

@@ -156,7 +156,7 @@ async def authorization_server_metadata(runtime: RuntimeDep) -> dict[str, Any]:
         "app_registration_endpoint": f"{base}/api/v1/apps",
         "scopes_supported": sorted(ALL_SCOPES),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query", "fragment", "form_post"],
+        "response_modes_supported": ["query"],
         "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256", "plain"],
