@@ -139,3 +139,29 @@ async def test_opening_a_router_before_init_says_so(make_settings: MakeSettings)
     settings = await make_settings()
     with pytest.raises(NotInitialisedError, match="photogram init"):
         await Router.open(settings)
+
+
+async def test_by_ids_is_one_query_per_database(router: Router) -> None:
+    rng = random.Random(11)
+    written = [
+        await _write(router, rng.randrange(router.logical_shards), "by-ids") for _ in range(40)
+    ]
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "outbox" in statement:
+            statements.append(statement)
+
+    engines = {id(e): e for e in router.engines.shard_engines.values()}.values()
+    for engine in engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        rows = await router.by_ids(
+            lambda ids: select(outbox.c.id).where(outbox.c.id.in_(ids)),
+            [*written, 5, 2**62],  # IDs that name nothing are simply not found
+        )
+    finally:
+        for engine in engines:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert sorted(row.id for row in rows) == sorted(written)
+    assert len(statements) == len(engines)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Row, Select, func, select
 
-from photogram.db.ids import shard_of
 from photogram.db.metadata import accounts, emails, usernames
 from photogram.db.router import Router
 
@@ -55,21 +53,8 @@ def username_prefix(prefix: str, limit: int, offset: int = 0) -> Select[Any]:
 
 
 async def load_accounts(router: Router, ids: Iterable[int]) -> dict[int, Row[Any]]:
-    """Account rows by ID, from every shard they live on, one query per shard, concurrently."""
-    by_shard: dict[int, list[int]] = {}
-    for id_ in set(ids):
-        if shard_of(id_) < router.logical_shards:  # any other "ID" names nothing here
-            by_shard.setdefault(shard_of(id_), []).append(id_)
-
-    async def one(shard: int, wanted: list[int]) -> list[Row[Any]]:
-        async with router.connect(shard) as conn:
-            return list((await conn.execute(select_accounts(wanted))).all())
-
-    found: dict[int, Row[Any]] = {}
-    for rows in await asyncio.gather(*(one(s, w) for s, w in by_shard.items())):
-        for row in rows:
-            found[row.id] = row
-    return found
+    """Account rows by ID from every shard they live on: one query per physical database."""
+    return {row.id: row for row in await router.by_ids(select_accounts, ids)}
 
 
 async def load_account(router: Router, id_: int) -> Row[Any] | None:

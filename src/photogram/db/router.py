@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any, Literal, cast
@@ -227,6 +227,43 @@ class Router:
         async with connect_or_explain(engine, database) as conn:
             await conn.execution_options(schema_translate_map=translate)
             return list((await conn.execute(query)).all())
+
+    async def by_ids(
+        self, build: Callable[[list[int]], Select[Any]], ids: Iterable[int]
+    ) -> list[Row[Any]]:
+        """The rows ``build(ids_on_one_shard)`` selects, for IDs on any shards: one query per
+        physical database (a UNION ALL of one branch per logical shard), all at once.
+
+        For bulk hydration: a page of 40 IDs spread over 30 shards costs one round trip to
+        each database, not 30. IDs whose shard does not exist here are ignored.
+        """
+        await self.refresh()
+        plan: dict[str, dict[int, list[int]]] = {}
+        for id_ in set(ids):
+            shard = shard_of(id_)
+            if shard < self.logical_shards:
+                database = self.shard_map.database_of(shard)
+                plan.setdefault(database, {}).setdefault(shard, []).append(id_)
+
+        async def one(database: str, wanted: dict[int, list[int]]) -> list[Row[Any]]:
+            engine = self.engines.shard_engines[database]
+            translate: dict[str | None, str | None]
+            if engine.dialect.name == "sqlite":
+                query = build([i for group in wanted.values() for i in group])
+                translate = {SHARD_SCHEMA: None}
+            elif len(wanted) == 1:
+                ((shard, group),) = wanted.items()
+                query, translate = build(group), self.schema_translate(engine, shard)
+            else:
+                branches = [_for_branch(build(group), i) for i, group in enumerate(wanted.values())]
+                query = union_all(*branches)  # type: ignore[assignment]
+                translate = {f"{SHARD_SCHEMA}_{i}": schema_name(s) for i, s in enumerate(wanted)}
+            async with connect_or_explain(engine, database) as conn:
+                await conn.execution_options(schema_translate_map=translate)
+                return list((await conn.execute(query)).all())
+
+        results = await asyncio.gather(*(one(db, wanted) for db, wanted in plan.items()))
+        return [row for rows in results for row in rows]
 
     # --- health -------------------------------------------------------------------------------
 
