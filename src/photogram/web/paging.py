@@ -7,7 +7,7 @@ forwards from just after an ID (results still returned newest first).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -49,32 +49,30 @@ def _parse_optional_id(name: str, value: str | None) -> int | None:
         raise invalid(f"{name} is not a valid ID") from None
 
 
-def page_params(default: int = 40, maximum: int = 80) -> Callable[..., Page]:
-    """A dependency reading the paging parameters; limits above ``maximum`` are capped."""
-
-    def dependency(
-        max_id: Annotated[
-            str | None, Query(description="Return results older than this ID.")
-        ] = None,
-        since_id: Annotated[
-            str | None, Query(description="Return results newer than this ID.")
-        ] = None,
-        min_id: Annotated[
-            str | None, Query(description="Return results immediately newer than this ID.")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, description=f"At most {maximum}.")] = default,
-    ) -> Page:
-        return Page(
-            limit=min(limit, maximum),
-            max_id=_parse_optional_id("max_id", max_id),
-            since_id=_parse_optional_id("since_id", since_id),
-            min_id=_parse_optional_id("min_id", min_id),
-        )
-
-    return dependency
+DEFAULT_LIMIT = 40
+MAX_LIMIT = 80
 
 
-PageDep = Annotated[Page, Depends(page_params())]
+def page_params(
+    max_id: Annotated[str | None, Query(description="Return results older than this ID.")] = None,
+    since_id: Annotated[str | None, Query(description="Return results newer than this ID.")] = None,
+    min_id: Annotated[
+        str | None, Query(description="Return results immediately newer than this ID.")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, description="How many results (at most 80; more is capped).")
+    ] = DEFAULT_LIMIT,
+) -> Page:
+    """The paging parameters of a list request (Mastodon's defaults: 40, at most 80)."""
+    return Page(
+        limit=min(limit, MAX_LIMIT),
+        max_id=_parse_optional_id("max_id", max_id),
+        since_id=_parse_optional_id("since_id", since_id),
+        min_id=_parse_optional_id("min_id", min_id),
+    )
+
+
+PageDep = Annotated[Page, Depends(page_params)]
 
 
 def set_link_header(
