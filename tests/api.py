@@ -19,6 +19,10 @@ SCOPES = "read write follow push"
 FAST = {"password_time_cost": 1, "password_memory_kib": 8}
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @dataclass
 class App:
     client_id: str
@@ -34,7 +38,7 @@ class User:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return bearer(self.token)
 
 
 class Client(httpx.AsyncClient):

@@ -9,7 +9,7 @@ from sqlalchemy import insert
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import blocked_by, blocks, follows
 from photogram.settings import Settings
-from tests.api import PASSWORD, App, Client, User
+from tests.api import Client
 from tests.conftest import MakeSettings
 
 PUBLIC_URL = "https://photogram.test"
@@ -67,21 +67,3 @@ async def follow(client: Client, follower: str, followee: str) -> None:
                 id=next_id(shard_of(follower_id)), account_id=follower_id, target_id=int(followee)
             )
         )
-
-
-async def headers_with_scope(client: Client, app: App, user: User, scope: str) -> dict[str, str]:
-    """A fresh token for ``user`` narrowed to ``scope`` (password grant), as headers."""
-    response = await client.post(
-        "/oauth/token",
-        data={
-            "grant_type": "password",
-            "client_id": app.client_id,
-            "client_secret": app.client_secret,
-            "username": user.email,
-            "password": PASSWORD,
-            "scope": scope,
-        },
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["scope"] == scope
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}

@@ -8,10 +8,9 @@ from photogram.db.ids import compose
 from tests.accounts.support import (
     block,
     follow,
-    headers_with_scope,
     settings_with_media,
 )
-from tests.api import Client, User, api_client
+from tests.api import Client, User, api_client, bearer
 from tests.conftest import MakeSettings
 
 SEARCH = "/api/v1/accounts/search"
@@ -228,13 +227,13 @@ async def test_search_authorization(make_settings: MakeSettings, tmp_path: Path)
         anonymous = await client.get(SEARCH, params=params)
         assert anonymous.status_code == 401
         assert "error" in anonymous.json()
-        writer = await headers_with_scope(client, app, alice, "write")
+        writer = bearer(await client.log_in(app, alice.email, "write"))
         assert (await client.get(SEARCH, params=params, headers=writer)).status_code == 403
         app_only = {"Authorization": f"Bearer {await client.app_token(app)}"}
         response = await client.get(SEARCH, params=params, headers=app_only)
         assert response.status_code == 422
         assert "error" in response.json()
-        reader = await headers_with_scope(client, app, alice, "read:accounts")
+        reader = bearer(await client.log_in(app, alice.email, "read:accounts"))
         ok = await client.get(SEARCH, params=params, headers=reader)
         assert usernames(ok.json()) == ["alice"]
         # Fetching and looking up accounts are public.

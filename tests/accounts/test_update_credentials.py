@@ -21,11 +21,10 @@ from tests.accounts.images import (
 from tests.accounts.support import (
     PUBLIC_URL,
     avatar_dir,
-    headers_with_scope,
     settings_with_media,
     stored_avatars,
 )
-from tests.api import Client, api_client
+from tests.api import Client, api_client, bearer
 from tests.conftest import MakeSettings
 
 UPDATE = "/api/v1/accounts/update_credentials"
@@ -150,8 +149,8 @@ async def test_authorization(make_settings: MakeSettings, tmp_path: Path) -> Non
     async with api_client(await settings_with_media(make_settings, tmp_path)) as client:
         app = await client.register_app()
         alice = await client.sign_up("alice", app)
-        reader = await headers_with_scope(client, app, alice, "read")
-        writer = await headers_with_scope(client, app, alice, "write:accounts")
+        reader = bearer(await client.log_in(app, alice.email, "read"))
+        writer = bearer(await client.log_in(app, alice.email, "write:accounts"))
         app_token = await client.app_token(app)
         form = {"display_name": "Nope"}
 

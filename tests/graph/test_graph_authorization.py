@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api import PASSWORD, App, Client, User, api_client
+from tests.api import api_client, bearer
 from tests.conftest import MakeSettings
 
 # (method, path with {id} for another account, the scope it needs)
@@ -24,26 +24,6 @@ USER_ENDPOINTS = [
 PUBLIC_LISTS = ["/api/v1/accounts/{id}/followers", "/api/v1/accounts/{id}/following"]
 
 
-async def password_token(client: Client, app: App, user: User, scope: str) -> str:
-    response = await client.post(
-        "/oauth/token",
-        data={
-            "grant_type": "password",
-            "client_id": app.client_id,
-            "client_secret": app.client_secret,
-            "username": user.email,
-            "password": PASSWORD,
-            "scope": scope,
-        },
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def test_user_endpoints_need_a_user_token_with_the_scope(
     make_settings: MakeSettings,
 ) -> None:
@@ -51,11 +31,11 @@ async def test_user_endpoints_need_a_user_token_with_the_scope(
         app = await client.register_app()
         alice = await client.sign_up("alice", app)
         bob = await client.sign_up("bob", app)
-        read_only = await password_token(client, app, alice, "read")
-        write_only = await password_token(client, app, alice, "write")
+        read_only = await client.log_in(app, alice.email, "read")
+        write_only = await client.log_in(app, alice.email, "write")
         app_only = await client.app_token(app)
         # The legacy `follow` scope covers follows, blocks and mutes, read and write.
-        legacy = await password_token(client, app, alice, "follow")
+        legacy = await client.log_in(app, alice.email, "follow")
 
         for method, template, scope in USER_ENDPOINTS:
             path = template.format(id=bob.id)
@@ -101,7 +81,7 @@ async def test_public_lists(make_settings: MakeSettings, template: str) -> None:
         with_app = await client.get(path, headers=bearer(await client.app_token(app)))
         assert with_app.json() == anonymous.json()
         # A token that is sent must grant reading accounts, as Mastodon checks.
-        write_only = await password_token(client, app, alice, "write")
+        write_only = await client.log_in(app, alice.email, "write")
         refused = await client.get(path, headers=bearer(write_only))
         assert refused.status_code == 403
         assert "read:accounts" in refused.json()["error"]

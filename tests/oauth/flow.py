@@ -157,7 +157,3 @@ async def exchange(
     return await client.post(
         "/oauth/token", data={name: value for name, value in form.items() if value is not None}
     )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}

@@ -10,9 +10,9 @@ from sqlalchemy import update
 
 from photogram.db.metadata import oauth_codes
 from photogram.web.auth import hash_secret
-from tests.api import PASSWORD, App, Client, api_client
+from tests.api import PASSWORD, App, Client, api_client, bearer
 from tests.conftest import MakeSettings
-from tests.oauth.flow import REDIRECT, bearer, exchange, get_code, pkce_pair
+from tests.oauth.flow import REDIRECT, exchange, get_code, pkce_pair
 
 
 def assert_oauth_error(response: httpx.Response, status: int, error: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api import PASSWORD, App, Client, api_client
+from tests.api import PASSWORD, App, Client, api_client, bearer
 from tests.conftest import MakeSettings
-from tests.oauth.flow import REDIRECT, bearer, open_page, redirect_params
+from tests.oauth.flow import REDIRECT, open_page, redirect_params
 
 
 async def token_for(
