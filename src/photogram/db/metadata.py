@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -261,6 +262,44 @@ mutes = edge_table(  # muter -> muted (one side only: nobody else needs to know)
     "mutes",
     Column("hide_notifications", Boolean, nullable=False, server_default=true()),
     Column("expires_at", UtcDateTime()),
+)
+
+# A photo as uploaded: it lives on the uploader's shard, as will the post it is attached to.
+media_attachments = Table(
+    "media_attachments",
+    shard_metadata,
+    shard_id_column(),
+    Column("account_id", BigInteger, nullable=False),
+    Column("status_id", BigInteger),  # the post it is attached to, once attached
+    Column("state", String(16), nullable=False),  # processing | ready | failed
+    Column("filter", String(32), nullable=False, server_default="normal"),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("focus_x", Float, nullable=False, server_default="0"),
+    Column("focus_y", Float, nullable=False, server_default="0"),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("blurhash", String(64)),
+    Column("error", Text),
+    created_at_column(),
+    Column("processed_at", UtcDateTime()),
+    Index("ix_media_attachments_account_id_id", "account_id", "id"),
+)
+
+# Every object stored for a photo, recorded when it is written: the MD5 and size here,
+# not a store listing or an ETag, are what the migration verifier trusts.
+media_objects = Table(
+    "media_objects",
+    shard_metadata,
+    Column("media_id", BigInteger, primary_key=True),
+    Column("variant", String(16), primary_key=True),  # original | 1080 | 640 | 320 | thumb
+    Column("store", String(64), nullable=False),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("content_type", String(64), nullable=False),
+    created_at_column(),
 )
 
 

@@ -96,6 +96,7 @@ SHARD_UPGRADES: Sequence[Migration] = (
             "mutes",
         ),
     ),
+    Migration(3, "media", create_tables(shard_metadata, "media_attachments", "media_objects")),
 )
 
 
