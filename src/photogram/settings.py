@@ -8,12 +8,17 @@ default: one SQLite file under ``./photogram-data``.
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -63,6 +68,127 @@ def redact_dsn(dsn: str) -> str:
     credentials, _, host = rest.rpartition("@")
     user, colon, _password = credentials.partition(":")
     return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+#: Media store names are kept in the global database (the store migration records which
+#: store it moves from and to) and appear in metrics: short, lower-case and plain.
+STORE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+#: A path segment of an object key or key prefix: the syntax photogram.media.stores checks.
+_KEY_SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+#: S3 bucket naming rules (DNS-compatible, so virtual-hosted addressing always works).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class FilesystemStoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["filesystem"]
+
+    # A directory of its own (everything in it is taken to be media); a relative path is
+    # taken under data_dir.
+    path: Path = Path("media")
+
+
+class S3StoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["s3"]
+
+    # The S3 API address of MinIO, SeaweedFS, Ceph, R2 …, e.g. http://minio:9000.
+    # Unset: AWS S3 in `region`.
+    endpoint_url: str | None = None
+
+    # Created beforehand: photogram never creates or deletes buckets.
+    bucket: str
+
+    # AWS region, part of every request signature; S3-compatible stores mostly take any.
+    region: str = "us-east-1"
+
+    # Static credentials, both or neither. Neither: the usual AWS chain (AWS_* environment
+    # variables, ~/.aws, an instance or task role).
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    # "path" puts the bucket in the path (http://minio:9000/bucket/key), "virtual" in the
+    # host name (https://bucket.s3.amazonaws.com/key). Unset: path with an endpoint_url
+    # (what self-hosted stores serve without wildcard DNS), virtual on AWS.
+    addressing_style: Literal["path", "virtual"] | None = None
+
+    # Keys are stored under this prefix, so several instances (or stores) can share a bucket.
+    prefix: str = ""
+
+    # A request that cannot connect in this long, or stalls this long mid-response, fails
+    # (and is retried up to max_attempts in all, with jittered backoff).
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    read_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+
+    # Concurrent HTTP connections this process keeps to the store (a backfill copies in
+    # parallel; botocore's default of 10 would queue it).
+    max_connections: Annotated[int, Field(ge=1)] = 32
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError(f"must be the store's address only, without a path: {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value) or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a valid bucket name "
+                "(3 to 63 lower-case letters, digits, dots and hyphens)"
+            )
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", value):
+            raise ValueError(f"{value!r} is not a region name (like us-east-1)")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        body = value.removesuffix("/")
+        if not body:
+            return ""
+        if not re.fullmatch(rf"{_KEY_SEGMENT}(?:/{_KEY_SEGMENT})*", body):
+            raise ValueError(
+                f"{value!r} is not a valid key prefix (segments of letters, digits, "
+                "'.', '_' and '-' separated by '/', none starting with '.')"
+            )
+        return body + "/"
+
+    @model_validator(mode="after")
+    def _credentials_in_pairs(self) -> S3StoreSettings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set access_key_id and secret_access_key together, or neither")
+        return self
+
+    @property
+    def path_style(self) -> bool:
+        if self.addressing_style is None:
+            return self.endpoint_url is not None
+        return self.addressing_style == "path"
+
+
+MediaStoreSettings = Annotated[
+    FilesystemStoreSettings | S3StoreSettings, Field(discriminator="kind")
+]
+
+
+def _default_media_stores() -> dict[str, FilesystemStoreSettings | S3StoreSettings]:
+    return {"local": FilesystemStoreSettings(kind="filesystem")}
 
 
 class Settings(BaseSettings):
@@ -137,9 +263,34 @@ class Settings(BaseSettings):
     avatar_max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     avatar_max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
 
+    # Where media is kept, by name: each a {"kind": "filesystem", "path": …} or {"kind": "s3",
+    # "bucket": …} table (docs/media-stores.md). Several may exist at once: moving media
+    # to another store names both. Unset: {"local": a filesystem store at <data_dir>/media}.
+    media_stores: dict[str, MediaStoreSettings] = Field(default_factory=_default_media_stores)
+
+    # The media store in use: one of the names in media_stores.
+    media_store: str = "local"
+
     # argon2id cost for password hashes (RFC 9106's low-memory profile by default).
     password_time_cost: Annotated[int, Field(ge=1)] = 3
     password_memory_kib: Annotated[int, Field(ge=8)] = 65536
+
+    # Photos: the largest upload accepted, and the largest image (in pixels) decoded. The
+    # pixel limit is checked from the file's header, before any decoding.
+    media_max_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    media_max_pixels: Annotated[int, Field(ge=1)] = 50_000_000
+
+    # Media URLs are signed and expire after this long (rounded up to the hour, so they
+    # stay cacheable).
+    media_url_ttl_seconds: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+
+    # Serve media from this base URL (a CDN in front of photogram's /media/p/ path) instead
+    # of from photogram's own address. The URLs are signed the same way either way.
+    media_cdn_url: str | None = None
+
+    # How long an upload request waits for its photo to be processed before answering
+    # 202 (still processing) instead of 200.
+    media_wait_seconds: Annotated[float, Field(ge=0)] = 5.0
 
     # How often a process re-runs background work that is still pending in the outbox
     # (work is first attempted right after the commit that wrote it).
@@ -185,6 +336,54 @@ class Settings(BaseSettings):
             if not name.isidentifier():
                 raise ValueError(f"database name {name!r} must be a plain identifier")
         return {name: normalise_dsn(dsn) for name, dsn in value.items()}
+
+    @field_validator("media_stores")
+    @classmethod
+    def _store_names(
+        cls, value: dict[str, FilesystemStoreSettings | S3StoreSettings]
+    ) -> dict[str, FilesystemStoreSettings | S3StoreSettings]:
+        for name in value:
+            if not STORE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"media store name {name!r} must be 1 to 32 lower-case letters, digits, "
+                    "'_' or '-'"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _media_stores(self) -> Settings:
+        if self.media_store not in self.media_stores:
+            raise ValueError(
+                f"media_store {self.media_store!r} is not one of the media_stores "
+                f"({', '.join(sorted(self.media_stores)) or 'none configured'})"
+            )
+        # Made absolute here, once: the directory a store names must not depend on the
+        # working directory of whichever process opens it later.
+        data_dir = self.data_dir.absolute()
+        roots: dict[str, Path] = {}
+        for name, store in self.media_stores.items():
+            if isinstance(store, FilesystemStoreSettings):
+                root = Path(os.path.normpath(data_dir / store.path))
+                self.media_stores[name] = store.model_copy(update={"path": root})
+                roots[name] = root
+        # Everything under a store's directory is taken to be media: listing it feeds the
+        # migration's clean-up of objects the database no longer knows, which must never
+        # reach the database file, the avatars or another store's objects.
+        for name, root in roots.items():
+            if root == data_dir or root in data_dir.parents:
+                raise ValueError(
+                    f"media store {name!r}: path {str(root)!r} must be a directory of its "
+                    "own, not data_dir or a directory holding it"
+                )
+            for other, other_root in roots.items():
+                if other < name and (
+                    root == other_root or root in other_root.parents or other_root in root.parents
+                ):
+                    raise ValueError(
+                        f"media stores {other!r} and {name!r} must not share a directory "
+                        "or nest one in the other"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -1,0 +1,1 @@
+"""Photos and their sizes: blob stores, processing, serving."""
