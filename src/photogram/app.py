@@ -11,6 +11,7 @@ from photogram import __version__
 from photogram.accounts import api as accounts_api
 from photogram.graph import api as graph_api
 from photogram.instance import api as instance_api
+from photogram.media import api as media_api
 from photogram.oauth import api as oauth_api
 from photogram.oauth import pages as oauth_pages
 from photogram.runtime import Runtime
@@ -50,4 +51,5 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     app.include_router(graph_api.api)
     app.include_router(media.api)
     app.include_router(instance_api.api)
+    app.include_router(media_api.api)
     return app

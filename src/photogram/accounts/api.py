@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from starlette.types import Message
 
 from photogram.accounts import actions, avatars
 from photogram.accounts.schemas import (
@@ -20,7 +19,13 @@ from photogram.oauth.actions import issue_token, load_app
 from photogram.oauth.schemas import Token, render_token
 from photogram.web.auth import OptionalViewerDep, Viewer, require_token, require_viewer
 from photogram.web.auth import Token as AccessToken
-from photogram.web.body import body_openapi, form_or_json, read_params, validate
+from photogram.web.body import (
+    BodyTooLargeError,
+    body_openapi,
+    form_or_json,
+    read_params_within,
+    validate,
+)
 from photogram.web.deps import RuntimeDep
 from photogram.web.errors import ApiError
 
@@ -99,10 +104,6 @@ class ProfileForm(BaseModel):
 FORM_OVERHEAD = 64 * 1024
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 async def profile_change(request: Request, runtime: RuntimeDep) -> actions.ProfileChange:
     """The checked change an ``update_credentials`` request asks for.
 
@@ -113,25 +114,10 @@ async def profile_change(request: Request, runtime: RuntimeDep) -> actions.Profi
     too_large = actions.avatar_refused(
         f"is larger than {avatars.describe_bytes(runtime.settings.avatar_max_bytes)}"
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    received = 0
-
-    async def bounded_receive() -> Message:
-        nonlocal received
-        message = await request.receive()
-        received += len(message.get("body", b""))
-        if received > limit:
-            raise _BodyTooLargeError
-        return message
-
     try:
-        params, files = await read_params(Request(request.scope, bounded_receive))
-    except (_BodyTooLargeError, HTTPException):
-        if received > limit:  # the parser turns our error into a 400 of its own
-            raise too_large from None
-        raise
+        params, files = await read_params_within(request, limit)
+    except BodyTooLargeError:
+        raise too_large from None
     try:
         form = validate(ProfileForm, params)
         upload = files.get("avatar")

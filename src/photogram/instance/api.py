@@ -10,7 +10,9 @@ from sqlalchemy import func, select
 
 from photogram import __version__
 from photogram.db.metadata import usernames
+from photogram.media.processing import supported_mime_types
 from photogram.runtime import Runtime
+from photogram.settings import Settings
 from photogram.web.deps import RuntimeDep
 
 api = APIRouter(tags=["instance"])
@@ -22,12 +24,9 @@ VERSION = f"{MASTODON_COMPATIBLE} (compatible; photogram {__version__})"
 
 MAX_MEDIA_ATTACHMENTS = 10
 MAX_CHARACTERS = 2200  # Instagram's caption limit
-IMAGE_SIZE_LIMIT = 16 * 1024 * 1024
-IMAGE_MATRIX_LIMIT = 4096 * 4096
-IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp"]
 
 
-def _configuration() -> dict[str, Any]:
+def _configuration(settings: Settings) -> dict[str, Any]:
     return {
         "accounts": {"max_featured_tags": 0, "max_pinned_statuses": 5},
         "statuses": {
@@ -36,9 +35,10 @@ def _configuration() -> dict[str, Any]:
             "characters_reserved_per_url": 23,
         },
         "media_attachments": {
-            "supported_mime_types": IMAGE_TYPES,
-            "image_size_limit": IMAGE_SIZE_LIMIT,
-            "image_matrix_limit": IMAGE_MATRIX_LIMIT,
+            # What this libvips decodes: HEIC and AVIF appear where it can.
+            "supported_mime_types": list(supported_mime_types()),
+            "image_size_limit": settings.media_max_bytes,
+            "image_matrix_limit": settings.media_max_pixels,
             # Photos only: no video or audio is accepted.
             "video_size_limit": 0,
             "video_frame_rate_limit": 0,
@@ -80,7 +80,7 @@ async def instance_v1(runtime: RuntimeDep) -> dict[str, Any]:
         "registrations": settings.registrations_open,
         "approval_required": False,
         "invites_enabled": False,
-        "configuration": _configuration(),
+        "configuration": _configuration(settings),
         "contact_account": None,
         "rules": [],
     }
@@ -90,7 +90,7 @@ async def instance_v1(runtime: RuntimeDep) -> dict[str, Any]:
 async def instance_v2(runtime: RuntimeDep) -> dict[str, Any]:
     """Instance information (version 2 of the entity)."""
     settings = runtime.settings
-    configuration = _configuration() | {
+    configuration = _configuration(settings) | {
         "urls": {"streaming": ""},
         "vapid": {"public_key": ""},
         "translation": {"enabled": False},

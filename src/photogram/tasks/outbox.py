@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from photogram.db.ids import next_id
 from photogram.db.metadata import outbox
 from photogram.db.router import Router
+
+if TYPE_CHECKING:
+    from photogram.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class Relay:
 
     def __init__(self, router: Router) -> None:
         self.router = router
+        #: The process's Runtime, for tasks that need more than the router (media stores).
+        self.runtime: Runtime | None = None
 
     async def dispatch(self, row_ids: Iterable[int]) -> None:
         """Run just-committed rows now. A failure leaves the row for the sweep, not the caller."""
