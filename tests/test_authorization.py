@@ -46,6 +46,10 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/accounts/lookup?acct=bob", None),
     Endpoint("GET", "/api/v1/accounts/{id}/followers", None),
     Endpoint("GET", "/api/v1/accounts/{id}/following", None),
+    Endpoint("POST", "/api/v2/media", "write:media"),
+    Endpoint("GET", "/api/v1/media/{id}", "write:media"),
+    Endpoint("PUT", "/api/v1/media/{id}", "write:media"),
+    Endpoint("GET", "/api/v1/photogram/filters", None, reads_token=False),
     Endpoint("GET", "/api/v1/instance", None, reads_token=False),
     Endpoint("GET", "/api/v2/instance", None, reads_token=False),
 ]
