@@ -1,7 +1,8 @@
 """Hostile and malformed uploads, built by code: every one must be refused as a photo.
 
-``corpus()`` yields ``(name, content, reason)``. All are small (the largest is a few hundred
-KiB) and quick to build, so the upload API tests can send every one. Some claim far more
+``corpus()`` yields ``(name, content, reason)``. All are quick to build and small enough for
+the upload API tests to send every one: the largest, a PNG whose text chunk just exceeds
+the 4 MiB metadata budget, is 4.4 MB; all the others are under 3 MB. Some claim far more
 pixels than they hold: the claim alone must be enough to refuse them.
 
 Not here, because photogram accepts them on purpose: a JPEG or PNG with bytes appended
@@ -67,7 +68,7 @@ def corpus() -> Iterator[tuple[str, bytes, str]]:
     yield "BMP", bmp(4, 4), "BMP is not accepted"
     yield "PNG with a zTXt bomb", png_with_chunk(png, b"zTXt", ztxt_bomb()), "zlib bomb"
     yield "PNG with a huge iCCP", png_with_chunk(png, b"iCCP", iccp_bomb()), "zlib bomb"
-    yield "PNG with a 5 MiB tEXt", png_with_chunk(png, b"tEXt", big_text()), "oversized metadata"
+    yield "PNG with a 4 MiB tEXt", png_with_chunk(png, b"tEXt", big_text()), "oversized metadata"
     yield "PNG of 200000 empty chunks", many_chunks(png, 200_000), "only there to be slow"
     yield "JPEG XL", b"\xff\x0a" + noise[:64], "JPEG XL is not accepted"
     yield "Photoshop document", b"8BPS\x00\x01" + noise[:64], "not a photo format"
@@ -239,7 +240,8 @@ def deflated_zeros(mebibytes: int) -> bytes:
 
 
 def big_text() -> bytes:
-    return b"Comment\x00" + b"A" * (5 * 1024 * 1024)
+    """A comment just over the 4 MiB that all of a PNG's metadata may hold."""
+    return b"Comment\x00" + b"A" * (4 * 1024 * 1024)
 
 
 def bmp(width: int, height: int) -> bytes:

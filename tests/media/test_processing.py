@@ -106,8 +106,8 @@ def decoded(data: bytes) -> pyvips.Image:
     return image
 
 
-def run(data: bytes | Path, **options: object) -> Processed:
-    return process(data, max_pixels=MAX_PIXELS, **options)  # type: ignore[arg-type]
+def run(data: bytes | Path, filter_name: str | None = None) -> Processed:
+    return process(data, filter_name=filter_name, max_pixels=MAX_PIXELS)
 
 
 def fit(width: int, height: int, size: int) -> tuple[int, int]:
