@@ -63,7 +63,7 @@ async def late_runtime(make_settings: MakeSettings) -> AsyncIterator[Runtime]:
     await init_cluster(settings, 16)
     router = await Router.open(settings)
     try:
-        yield Runtime(settings=settings, router=router, relay=LateRelay(router))
+        yield Runtime(settings=settings, router=router, relay=LateRelay(router), stores={})
     finally:
         await router.close()
 
