@@ -20,15 +20,17 @@ from collections.abc import Iterator
 
 import pyvips
 
+from tests.accounts.images import gradient, png_chunk
+
 #: Far below any corpus claim, far above the small real images here.
 MAX_PIXELS = 40_000_000
 
 
 def corpus() -> Iterator[tuple[str, bytes, str]]:
-    jpeg = bytes(busy(600, 400).jpegsave_buffer(Q=90, keep="none"))
-    png = bytes(busy(300, 200).pngsave_buffer(keep="none"))
-    webp = bytes(busy(600, 400).webpsave_buffer(Q=80, keep="none"))
-    progressive = bytes(busy(60, 40).jpegsave_buffer(Q=90, interlace=True, keep="none"))
+    jpeg = bytes(gradient(600, 400).jpegsave_buffer(Q=90, keep="none"))
+    png = bytes(gradient(300, 200).pngsave_buffer(keep="none"))
+    webp = bytes(gradient(600, 400).webpsave_buffer(Q=80, keep="none"))
+    progressive = bytes(gradient(60, 40).jpegsave_buffer(Q=90, interlace=True, keep="none"))
     noise = random.Random(4).randbytes(4096)
 
     yield "zero bytes", b"", "nothing to read"
@@ -64,7 +66,7 @@ def corpus() -> Iterator[tuple[str, bytes, str]]:
     yield "100000x1 strip", strip(100_000, 1), "aspect ratio 100000:1"
     yield "GIF header then JavaScript", b"GIF89a/*\x00\x00*/=1;alert(document.cookie)//", "polyglot"
     yield "JPEG magic then SVG", b"\xff\xd8\xff" + SVG, "polyglot that is no JPEG"
-    yield "TIFF", bytes(busy(40, 40).tiffsave_buffer()), "TIFF is not accepted"
+    yield "TIFF", bytes(gradient(40, 40).tiffsave_buffer()), "TIFF is not accepted"
     yield "BMP", bmp(4, 4), "BMP is not accepted"
     yield "PNG with a zTXt bomb", png_with_chunk(png, b"zTXt", ztxt_bomb()), "zlib bomb"
     yield "PNG with a huge iCCP", png_with_chunk(png, b"iCCP", iccp_bomb()), "zlib bomb"
@@ -92,18 +94,6 @@ SVG_BOMB = (
     )
     + b']><svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><text>&a9;</text></svg>'
 )
-
-
-def busy(width: int, height: int) -> pyvips.Image:
-    """A busy RGB image (JPEG cannot squeeze it to a few bytes, so cuts hit pixel data)."""
-    xyz = pyvips.Image.xyz(width, height)
-    x, y = xyz[0], xyz[1]
-    bands = [(x * 7 + y * 3) % 256, y % 256, (x * y) % 251]
-    return bands[0].bandjoin(bands[1:]).cast("uchar").copy(interpretation="srgb")
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def png_with_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
@@ -212,7 +202,7 @@ def avif_sequence() -> bytes:
     which is all the refusal looks at.
     """
     try:
-        avif = bytes(busy(16, 16).heifsave_buffer(compression="av1"))
+        avif = bytes(gradient(16, 16).heifsave_buffer(compression="av1"))
     except pyvips.Error:
         return iso_media(b"avis")
     return avif[:8] + b"avis" + avif[12:]

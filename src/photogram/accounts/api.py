@@ -15,6 +15,7 @@ from photogram.accounts.schemas import (
     render_account,
     render_credential_account,
 )
+from photogram.media.processing import describe_bytes
 from photogram.oauth.actions import issue_token, load_app
 from photogram.oauth.schemas import Token, render_token
 from photogram.web.auth import OptionalViewerDep, Viewer, require_token, require_viewer
@@ -112,7 +113,7 @@ async def profile_change(request: Request, runtime: RuntimeDep) -> actions.Profi
     """
     limit = runtime.settings.avatar_max_bytes + FORM_OVERHEAD
     too_large = actions.avatar_refused(
-        f"is larger than {avatars.describe_bytes(runtime.settings.avatar_max_bytes)}"
+        f"is larger than {describe_bytes(runtime.settings.avatar_max_bytes)}"
     )
     try:
         params, files = await read_params_within(request, limit)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import pyvips
 
+from photogram.media.processing import describe_bytes
 from photogram.settings import Settings
 
 SIZE = 400
@@ -56,14 +57,6 @@ async def read_limited(upload: Readable, limit: int) -> bytes:
             raise AvatarRejectedError(f"is larger than {describe_bytes(limit)}")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def describe_bytes(count: int) -> str:
-    if count >= 1024 * 1024 and count % (1024 * 1024) == 0:
-        return f"{count // (1024 * 1024)} MiB"
-    if count >= 1024 and count % 1024 == 0:
-        return f"{count // 1024} KiB"
-    return f"{count} bytes"
 
 
 def sniff(data: bytes) -> str | None:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from photogram.media import actions, filters
+from photogram.media.processing import describe_bytes
 from photogram.media.schemas import MediaAttachment, MediaForm, PhotoFilter
 from photogram.media.stores import InvalidKeyError, ObjectNotFoundError, StoreUnavailableError
 from photogram.web.auth import Viewer, require_viewer
@@ -37,10 +38,6 @@ COPY_CHUNK = 1024 * 1024
 CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "png": "image/png"}
 
 
-def _describe_bytes(count: int) -> str:
-    return f"{count // (1024 * 1024)} MiB" if count >= 1024 * 1024 else f"{count} bytes"
-
-
 async def _spool(upload: UploadFile, directory: Path, limit: int) -> Path:
     """The upload copied to a private file in ``directory``, at most ``limit`` bytes."""
 
@@ -56,7 +53,7 @@ async def _spool(upload: UploadFile, directory: Path, limit: int) -> Path:
             while chunk := await upload.read(COPY_CHUNK):
                 written += len(chunk)
                 if written > limit:
-                    raise actions.refused(f"The photo is larger than {_describe_bytes(limit)}")
+                    raise actions.refused(f"The photo is larger than {describe_bytes(limit)}")
                 await asyncio.to_thread(handle.write, chunk)
         return path
     except BaseException:
@@ -77,7 +74,7 @@ async def upload(request: Request, runtime: RuntimeDep, viewer: WriteMedia) -> J
         params, files = await read_params_within(request, settings.media_max_bytes + FORM_OVERHEAD)
     except BodyTooLargeError:
         raise actions.refused(
-            f"The photo is larger than {_describe_bytes(settings.media_max_bytes)}"
+            f"The photo is larger than {describe_bytes(settings.media_max_bytes)}"
         ) from None
     spooled: Path | None = None
     try:

@@ -300,7 +300,7 @@ def _inspect(reader: _Reader, *, max_bytes: int | None, max_pixels: int) -> Prob
     if reader.size == 0:
         raise InvalidImage("The file is empty.")
     if max_bytes is not None and reader.size > max_bytes:
-        raise InvalidImage(f"The file is larger than {_describe_bytes(max_bytes)}.")
+        raise InvalidImage(f"The file is larger than {describe_bytes(max_bytes)}.")
     kind = sniff(reader.read(0, 64))
     if kind in REFUSED:
         raise InvalidImage(f"{REFUSED[kind]} are not accepted; {_upload_instead()}")
@@ -617,11 +617,12 @@ def _animated() -> str:
 def _oversized_metadata(kind: bytes) -> str:
     return (
         f"The image carries too much metadata ({kind.decode('ascii')} chunk); at most "
-        f"{_describe_bytes(MAX_PNG_METADATA)} is accepted."
+        f"{describe_bytes(MAX_PNG_METADATA)} is accepted."
     )
 
 
-def _describe_bytes(count: int) -> str:
+def describe_bytes(count: int) -> str:
+    """A size as people read it in an error message: 16 MiB, 64 KiB, 1,000 bytes."""
     if count >= 1024 * 1024 and count % (1024 * 1024) == 0:
         return f"{count // (1024 * 1024)} MiB"
     if count >= 1024 and count % 1024 == 0:
