@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
-from tests.api import PASSWORD
+from tests.api import PASSWORD, bearer
 from tests.server import running_server
 
 EXAMPLES = int(os.environ.get("PHOTOGRAM_FUZZ_EXAMPLES", "30"))
@@ -56,30 +56,22 @@ def _user_headers(url: str) -> dict[str, str]:
             "/oauth/token",
             data={"grant_type": "client_credentials", "scope": "read write follow push", **client},
         ).json()["access_token"]
-        created = http.post(
-            "/api/v1/accounts",
-            headers={"Authorization": f"Bearer {app_token}"},
-            data={
-                "username": "fuzzer",
-                "email": "fuzzer@example.com",
-                "password": PASSWORD,
-                "agreement": "true",
-            },
-        )
-        assert created.status_code == 200, created.text
-        # Someone to follow, block and look up.
-        other = http.post(
-            "/api/v1/accounts",
-            headers={"Authorization": f"Bearer {app_token}"},
-            data={
-                "username": "target",
-                "email": "target@example.com",
-                "password": PASSWORD,
-                "agreement": "true",
-            },
-        )
-        assert other.status_code == 200, other.text
-        return {"Authorization": f"Bearer {created.json()['access_token']}"}
+        tokens = {}
+        # The fuzzing user, and someone to follow, block and look up.
+        for username in ("fuzzer", "target"):
+            created = http.post(
+                "/api/v1/accounts",
+                headers={"Authorization": f"Bearer {app_token}"},
+                data={
+                    "username": username,
+                    "email": f"{username}@example.com",
+                    "password": PASSWORD,
+                    "agreement": "true",
+                },
+            )
+            assert created.status_code == 200, created.text
+            tokens[username] = created.json()["access_token"]
+        return bearer(tokens["fuzzer"])
 
 
 CHECKS = [
