@@ -12,6 +12,9 @@ from photogram.media.stores import BlobStore, open_stores
 from photogram.settings import Settings
 from photogram.tasks.outbox import Relay
 
+#: How long shutdown waits for a sweep under way to finish.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
 
 @dataclass
 class Runtime:
@@ -21,6 +24,7 @@ class Runtime:
     #: Media stores by name; ``store`` is the one in use.
     stores: dict[str, BlobStore]
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: Work started for a request that answered before it finished (kept from collection).
     _background: set[asyncio.Task[object]] = field(default_factory=set, repr=False)
 
@@ -46,16 +50,17 @@ class Runtime:
         """Keep re-running outbox work left pending (by a crash, or a failed first attempt)."""
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(
-                self.relay.sweep_forever(self.settings.outbox_sweep_seconds)
+                self.relay.sweep_forever(self.settings.outbox_sweep_seconds, self._stop)
             )
 
     async def close(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            self._stop.set()
+            # Past the grace period wait_for cancels it: a stuck sweep does not block exit.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweeper, SHUTDOWN_GRACE_SECONDS)
             self._sweeper = None
         for store in self.stores.values():
             await store.close()

@@ -10,6 +10,7 @@ can run more than once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -128,10 +129,16 @@ class Relay:
             done += await self._run_one(int(row.id))
         return done
 
-    async def sweep_forever(self, interval: float) -> None:
-        while True:
+    async def sweep_forever(self, interval: float, stop: asyncio.Event) -> None:
+        """Sweep every ``interval`` seconds until ``stop`` is set.
+
+        Stopping waits for the sweep under way rather than cancelling it: a query
+        cancelled half-way can leave its database connection neither returned nor closed.
+        """
+        while not stop.is_set():
             try:
                 await self.sweep()
             except Exception:
                 log.exception("outbox sweep failed; trying again in %ss", interval)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
