@@ -22,7 +22,7 @@ from photogram.accounts.queries import (
     load_accounts,
     username_prefix,
 )
-from photogram.db.ids import MAX_ID, next_id, shard_of
+from photogram.db.ids import next_id
 from photogram.db.metadata import (
     accounts,
     blocked_by,
@@ -320,7 +320,7 @@ async def visible_account(runtime: Runtime, viewer_id: int | None, account_id: i
     """
     # Past MAX_ID a number is no ID (and beyond BIGINT the database would refuse the
     # parameter); a shard this cluster does not have holds nothing.
-    if not 0 < account_id <= MAX_ID or shard_of(account_id) >= runtime.router.logical_shards:
+    if not runtime.router.holds(account_id):
         raise ApiError(404, "Record not found")
     row = await account_row(runtime, account_id)
     if viewer_id is not None and await blockers_of(runtime.router, viewer_id, [account_id]):

@@ -24,7 +24,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import TableClause
 
 from photogram.db.engines import WRITE_OPTION, Engines
-from photogram.db.ids import shard_of
+from photogram.db.ids import MAX_ID, shard_of
 from photogram.db.metadata import SHARD_SCHEMA
 from photogram.db.shardmap import (
     ShardMap,
@@ -103,6 +103,10 @@ class Router:
     @property
     def logical_shards(self) -> int:
         return self.shard_map.logical_shards
+
+    def holds(self, id_: int) -> bool:
+        """Whether ``id_`` could name something here: a valid ID on one of this cluster's shards."""
+        return 0 < id_ <= MAX_ID and shard_of(id_) < self.logical_shards
 
     def engine_for(self, shard: int) -> AsyncEngine:
         return self.engines.shard_engines[self.shard_map.database_of(shard)]
@@ -240,8 +244,8 @@ class Router:
         await self.refresh()
         plan: dict[str, dict[int, list[int]]] = {}
         for id_ in set(ids):
-            shard = shard_of(id_)
-            if shard < self.logical_shards:
+            if self.holds(id_):
+                shard = shard_of(id_)
                 database = self.shard_map.database_of(shard)
                 plan.setdefault(database, {}).setdefault(shard, []).append(id_)
 

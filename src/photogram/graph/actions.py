@@ -17,7 +17,7 @@ from sqlalchemy import Row, Table, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from photogram.accounts.queries import load_accounts, select_accounts
-from photogram.db.ids import InvalidIdError, parse_id, shard_of
+from photogram.db.ids import shard_of
 from photogram.db.metadata import (
     accounts,
     blocked_by,
@@ -43,22 +43,11 @@ from photogram.graph.schemas import Relationship, render_relationship
 from photogram.graph.visibility import hidden_from
 from photogram.runtime import Runtime
 from photogram.tasks.outbox import enqueue
-from photogram.web.errors import ApiError
+from photogram.web.deps import path_id
+from photogram.web.errors import ApiError, not_found
 from photogram.web.paging import Page
 
 NOT_ALLOWED = "This action is not allowed"
-
-
-def not_found() -> ApiError:
-    return ApiError(404, "Record not found")
-
-
-def parse_account_id(raw: str) -> int:
-    """An account ID from a path; anything that cannot be one is simply not found."""
-    try:
-        return parse_id(raw)
-    except InvalidIdError:
-        raise not_found() from None
 
 
 def check_not_self(viewer_id: int, target_id: int, verb: str) -> None:
@@ -67,7 +56,7 @@ def check_not_self(viewer_id: int, target_id: int, verb: str) -> None:
 
 
 async def check_account(runtime: Runtime, raw_id: str) -> Row[Any]:
-    account_id = parse_account_id(raw_id)
+    account_id = path_id(runtime, raw_id)
     row = (await load_accounts(runtime.router, [account_id])).get(account_id)
     if row is None:
         raise not_found()
@@ -80,10 +69,8 @@ async def check_follow(runtime: Runtime, viewer_id: int, raw_id: str) -> Row[Any
     The block is read from the target's own (authoritative) shard, so a block made a
     moment ago is honoured even before its mirror reaches the viewer's shard.
     """
-    target_id = parse_account_id(raw_id)
+    target_id = path_id(runtime, raw_id)
     check_not_self(viewer_id, target_id, "follow")
-    if shard_of(target_id) >= runtime.router.logical_shards:
-        raise not_found()
     async with runtime.router.connect_for(target_id) as conn:
         row: Row[Any] | None = (await conn.execute(select_accounts([target_id]))).first()
         if row is None:

@@ -13,7 +13,7 @@ from photogram.graph.schemas import FollowForm, MuteForm, Relationship
 from photogram.runtime import Runtime
 from photogram.web.auth import OptionalTokenDep, Viewer, require_viewer
 from photogram.web.body import body_openapi, form_or_json
-from photogram.web.deps import RuntimeDep
+from photogram.web.deps import RuntimeDep, path_id
 from photogram.web.paging import PageDep, set_link_header
 
 api = APIRouter(tags=["graph"])
@@ -203,7 +203,7 @@ async def follow_requests(
 @api.post("/api/v1/follow_requests/{id}/authorize", response_model=Relationship, responses=ERRORS)
 async def authorize_request(id: str, runtime: RuntimeDep, viewer: WriteFollows) -> Relationship:
     """Let an account that asked follow the viewer."""
-    requester_id = actions.parse_account_id(id)
+    requester_id = path_id(runtime, id)
     await actions.do_answer_request(runtime, viewer.account_id, requester_id, accept=True)
     return await _answer(runtime, viewer, requester_id)
 
@@ -211,6 +211,6 @@ async def authorize_request(id: str, runtime: RuntimeDep, viewer: WriteFollows) 
 @api.post("/api/v1/follow_requests/{id}/reject", response_model=Relationship, responses=ERRORS)
 async def reject_request(id: str, runtime: RuntimeDep, viewer: WriteFollows) -> Relationship:
     """Turn down an account's request to follow the viewer."""
-    requester_id = actions.parse_account_id(id)
+    requester_id = path_id(runtime, id)
     await actions.do_answer_request(runtime, viewer.account_id, requester_id, accept=False)
     return await _answer(runtime, viewer, requester_id)

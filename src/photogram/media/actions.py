@@ -20,13 +20,14 @@ from typing import Any
 
 from sqlalchemy import Row, delete, insert, select, update
 
-from photogram.db.ids import InvalidIdError, next_id, parse_id, shard_of
+from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import media_attachments, media_objects
 from photogram.media import filters, processing
 from photogram.media.schemas import MediaAttachment, render_attachment
 from photogram.runtime import Runtime
 from photogram.tasks.outbox import Payload, Relay, enqueue, task
-from photogram.web.errors import ApiError
+from photogram.web.deps import path_id
+from photogram.web.errors import ApiError, not_found
 from photogram.web.signing import sign
 
 PROCESS = "media.process"
@@ -218,19 +219,13 @@ async def wait_for_processing(runtime: Runtime, row_id: int) -> bool:
 
 async def own_media(runtime: Runtime, account_id: int, media_id_text: str) -> Row[Any]:
     """The viewer's own upload, or the same 404 for anyone else's and for none."""
-    not_found = ApiError(404, "Record not found")
-    try:
-        media_id = parse_id(media_id_text)
-    except InvalidIdError:
-        raise not_found from None
-    if shard_of(media_id) >= runtime.router.logical_shards:
-        raise not_found
+    media_id = path_id(runtime, media_id_text)
     async with runtime.router.connect_for(media_id) as conn:
         row: Row[Any] | None = (
             await conn.execute(select(media_attachments).where(media_attachments.c.id == media_id))
         ).first()
     if row is None or row.account_id != account_id:
-        raise not_found
+        raise not_found()
     return row
 
 

@@ -50,8 +50,8 @@ def invalid(message: str) -> HTTPException:
     return HTTPException(422, message)
 
 
-def not_found(message: str = "Record not found") -> HTTPException:
-    return HTTPException(404, message)
+def not_found(message: str = "Record not found") -> ApiError:
+    return ApiError(404, message)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
