@@ -14,6 +14,7 @@ from photogram.instance import api as instance_api
 from photogram.media import api as media_api
 from photogram.oauth import api as oauth_api
 from photogram.oauth import pages as oauth_pages
+from photogram.posts import api as posts_api
 from photogram.runtime import Runtime
 from photogram.settings import Settings
 from photogram.web import errors, health, media
@@ -52,4 +53,5 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     app.include_router(media.api)
     app.include_router(instance_api.api)
     app.include_router(media_api.api)
+    app.include_router(posts_api.api)
     return app

@@ -82,6 +82,15 @@ def test_head_tables_are_exactly_baseline_plus_upgrades() -> None:
         global_metadata.tables
     )
     v3_shard = ["media_attachments", "media_objects"]
-    assert {f"shard.{t}" for t in [*V2_SHARD, *v3_shard, "outbox", "shard_migrations"]} == set(
-        shard_metadata.tables
-    )
+    v4_shard = [
+        "statuses",
+        "status_tags",
+        "status_mentions",
+        "favourites",
+        "account_favourites",
+        "bookmarks",
+        "notifications",
+        "idempotency_keys",
+    ]
+    upgraded = [*V2_SHARD, *v3_shard, *v4_shard, "outbox", "shard_migrations"]
+    assert {f"shard.{t}" for t in upgraded} == set(shard_metadata.tables)

@@ -303,6 +303,105 @@ media_objects = Table(
 )
 
 
+# --- posts ---------------------------------------------------------------------------------
+
+# A post, or a comment on one. A whole thread lives on the post owner's shard: a comment's
+# ID is made there (so it carries that shard), whoever writes it, so a post, its comments
+# and their likes are read and counted in one database.
+statuses = Table(
+    "statuses",
+    shard_metadata,
+    shard_id_column(),
+    Column("account_id", BigInteger, nullable=False),  # the author
+    # The top-level post this belongs to (its own ID for a post) and that post's author.
+    Column("post_id", BigInteger, nullable=False),
+    Column("post_account_id", BigInteger, nullable=False),
+    Column("in_reply_to_id", BigInteger),
+    Column("in_reply_to_account_id", BigInteger),
+    Column("text", Text, nullable=False, server_default=""),  # as written; HTML is rendered
+    Column("spoiler_text", Text, nullable=False, server_default=""),
+    Column("sensitive", Boolean, nullable=False, server_default=false()),
+    # public | unlisted | private; a comment takes its post's when that is narrower.
+    Column("visibility", String(10), nullable=False),
+    Column("language", String(16)),
+    Column("media_ids", Json, nullable=False),  # a post's photos, in carousel order
+    Column("favourites_count", Integer, nullable=False, server_default="0"),
+    Column("replies_count", Integer, nullable=False, server_default="0"),
+    Column("pinned_at", UtcDateTime()),
+    Column("edited_at", UtcDateTime()),
+    Column("application", String(200)),
+    created_at_column(),
+    Index("ix_statuses_account_id_id", "account_id", "id"),
+    Index("ix_statuses_post_id_id", "post_id", "id"),
+    # The public timeline: public top-level posts, newest first.
+    Index(
+        "ix_statuses_public",
+        "id",
+        postgresql_where=text("visibility = 'public' AND in_reply_to_id IS NULL"),
+        sqlite_where=text("visibility = 'public' AND in_reply_to_id IS NULL"),
+    ),
+)
+
+# The hashtag index of public posts (what tag timelines read); a status's own tags are
+# parsed from its text when it is shown.
+status_tags = Table(
+    "status_tags",
+    shard_metadata,
+    Column("tag", String(100), primary_key=True),  # lower-cased
+    Column("status_id", BigInteger, primary_key=True),
+    Column("account_id", BigInteger, nullable=False),
+)
+
+# Who a status mentions (existing accounts only), on the status's shard.
+status_mentions = Table(
+    "status_mentions",
+    shard_metadata,
+    Column("status_id", BigInteger, primary_key=True),
+    Column("account_id", BigInteger, primary_key=True),
+)
+
+# Likes, on the liked status's shard (authoritative: the count is kept beside them).
+favourites = Table(
+    "favourites",
+    shard_metadata,
+    shard_id_column(),
+    Column("status_id", BigInteger, nullable=False),
+    Column("account_id", BigInteger, nullable=False),
+    created_at_column(),
+    UniqueConstraint("status_id", "account_id"),
+    Index("ix_favourites_status_id_id", "status_id", "id"),
+)
+# The liker's list of likes (mirror, same IDs), on the liker's shard: account -> status.
+account_favourites = edge_table("account_favourites")
+# Saves: only the saver ever reads them, so one side only. account -> status.
+bookmarks = edge_table("bookmarks")
+
+# Notifications, on the recipient's shard. One per (type, sender, status): a task that
+# runs twice notifies once. ``status_id`` 0 means none (NULLs would not be unique).
+notifications = Table(
+    "notifications",
+    shard_metadata,
+    shard_id_column(),
+    Column("account_id", BigInteger, nullable=False),  # the recipient
+    Column("type", String(20), nullable=False),
+    Column("from_account_id", BigInteger, nullable=False),
+    Column("status_id", BigInteger, nullable=False, server_default="0"),
+    created_at_column(),
+    UniqueConstraint("account_id", "type", "from_account_id", "status_id"),
+    Index("ix_notifications_account_id_id", "account_id", "id"),
+)
+
+# ``Idempotency-Key`` of status creation, on the shard the status was written to.
+idempotency_keys = Table(
+    "idempotency_keys",
+    shard_metadata,
+    Column("account_id", BigInteger, primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("status_id", BigInteger, nullable=False),
+    created_at_column(),
+)
+
+
 def shard_data_tables() -> list[Table]:
     """The tables that hold a shard's data (for row counts and shard moves)."""
     return [t for t in shard_metadata.sorted_tables if t is not shard_migrations]

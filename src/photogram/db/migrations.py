@@ -97,6 +97,21 @@ SHARD_UPGRADES: Sequence[Migration] = (
         ),
     ),
     Migration(3, "media", create_tables(shard_metadata, "media_attachments", "media_objects")),
+    Migration(
+        4,
+        "posts, likes, bookmarks and notifications",
+        create_tables(
+            shard_metadata,
+            "statuses",
+            "status_tags",
+            "status_mentions",
+            "favourites",
+            "account_favourites",
+            "bookmarks",
+            "notifications",
+            "idempotency_keys",
+        ),
+    ),
 )
 
 

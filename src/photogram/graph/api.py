@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from photogram.accounts.schemas import Account, render_account
 from photogram.db.ids import InvalidIdError, parse_id
 from photogram.graph import actions
 from photogram.graph.schemas import FollowForm, MuteForm, Relationship
 from photogram.runtime import Runtime
-from photogram.web.auth import OptionalTokenDep, Viewer, require_viewer
+from photogram.web.auth import Viewer, optional_reader, require_viewer
 from photogram.web.body import body_openapi, form_or_json
 from photogram.web.deps import RuntimeDep, path_id
 from photogram.web.paging import PageDep, set_link_header
@@ -31,17 +31,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def list_reader(token: OptionalTokenDep) -> Viewer | None:
-    """Public lists: anyone may read them; a token, if sent, must grant read:accounts
-    (as Mastodon checks), and a user's token lets blocks hide accounts from them."""
-    if token is None:
-        return None
-    if not token.allows("read:accounts"):
-        raise HTTPException(403, "This action is outside the authorized scopes (read:accounts)")
-    return None if token.account_id is None else Viewer(token, token.account_id)
-
-
-ListReader = Annotated[Viewer | None, Depends(list_reader)]
+# Public lists: a token, if sent, must grant read:accounts; a user's lets blocks hide accounts.
+ListReader = Annotated[Viewer | None, Depends(optional_reader("read:accounts"))]
 
 
 async def _answer(runtime: Runtime, viewer: Viewer, target_id: int) -> Relationship:

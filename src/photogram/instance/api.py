@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from photogram import __version__
 from photogram.db.metadata import usernames
 from photogram.media.processing import supported_mime_types
+from photogram.posts.actions import MAX_CHARACTERS, MAX_MEDIA_ATTACHMENTS, MAX_PINNED
 from photogram.runtime import Runtime
 from photogram.settings import Settings
 from photogram.web.deps import RuntimeDep
@@ -22,13 +23,10 @@ api = APIRouter(tags=["instance"])
 MASTODON_COMPATIBLE = "4.3.0"
 VERSION = f"{MASTODON_COMPATIBLE} (compatible; photogram {__version__})"
 
-MAX_MEDIA_ATTACHMENTS = 10
-MAX_CHARACTERS = 2200  # Instagram's caption limit
-
 
 def _configuration(settings: Settings) -> dict[str, Any]:
     return {
-        "accounts": {"max_featured_tags": 0, "max_pinned_statuses": 5},
+        "accounts": {"max_featured_tags": 0, "max_pinned_statuses": MAX_PINNED},
         "statuses": {
             "max_characters": MAX_CHARACTERS,
             "max_media_attachments": MAX_MEDIA_ATTACHMENTS,

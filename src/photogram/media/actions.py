@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import media_attachments, media_objects
@@ -31,6 +32,7 @@ from photogram.web.errors import ApiError, not_found
 from photogram.web.signing import sign
 
 PROCESS = "media.process"
+DELETE = "media.delete"
 MAX_DESCRIPTION = 1500
 
 
@@ -192,6 +194,39 @@ async def process_photo(relay: Relay, payload: Payload) -> None:
             )
         )
     await asyncio.to_thread(source.unlink, missing_ok=True)
+
+
+async def enqueue_delete_media(conn: AsyncConnection, shard: int, media_ids: list[int]) -> int:
+    """Queue the removal of photos (their stored objects, then their rows) from ``shard``."""
+    return await enqueue(conn, shard, DELETE, media_ids=[str(m) for m in media_ids])
+
+
+@task(DELETE)
+async def delete_photos(relay: Relay, payload: Payload) -> None:
+    """Remove each photo's objects from the store that holds them, then its records.
+
+    Objects go first: a crash between leaves records of objects already gone, and the
+    re-run deletes them again (deleting a missing object is not an error), so nothing
+    is left in a store without a record that names it.
+    """
+    runtime = relay.runtime
+    assert runtime is not None
+    for media_id in (int(m) for m in payload["media_ids"]):
+        async with runtime.router.connect_for(media_id) as conn:
+            objects = (
+                await conn.execute(
+                    select(media_objects.c.store, media_objects.c.key).where(
+                        media_objects.c.media_id == media_id
+                    )
+                )
+            ).all()
+        for obj in objects:
+            store = runtime.stores.get(obj.store, runtime.store)
+            await store.delete(obj.key)
+        async with runtime.router.begin_for(media_id) as conn:
+            await conn.execute(delete(media_objects).where(media_objects.c.media_id == media_id))
+            await conn.execute(delete(media_attachments).where(media_attachments.c.id == media_id))
+        await asyncio.to_thread(spool_path(runtime, media_id).unlink, missing_ok=True)
 
 
 async def _mark_failed(runtime: Runtime, media_id: int, why: str) -> None:

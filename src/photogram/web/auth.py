@@ -184,3 +184,17 @@ async def optional_viewer(token: OptionalTokenDep) -> Viewer | None:
 
 
 OptionalViewerDep = Annotated[Viewer | None, Depends(optional_viewer)]
+
+
+def optional_reader(scope: str) -> Callable[..., Awaitable[Viewer | None]]:
+    """A dependency for public reads: anyone may read; a token, if sent, must grant
+    ``scope`` (as Mastodon checks), and a user's token lets the answer fit that user."""
+
+    async def dependency(token: OptionalTokenDep) -> Viewer | None:
+        if token is None:
+            return None
+        if not token.allows(scope):
+            raise HTTPException(403, f"This action is outside the authorized scopes ({scope})")
+        return None if token.account_id is None else Viewer(token, token.account_id)
+
+    return dependency

@@ -1,0 +1,135 @@
+"""Timelines, assembled when they are read.
+
+IDs sort by time, so every timeline is "the newest N status IDs below ``max_id``"
+merged from wherever they live, then hydrated in bulk (``render.statuses_for``):
+
+- home: the posts of the accounts the viewer follows, and the viewer's own. The follow
+  list is on the viewer's shard; the posts are on their authors' shards, so each
+  physical database gets one query (a UNION ALL over its shards, each branch taking
+  only its own newest N), and the branches are merged by ID here.
+- public and tag: every shard may hold some, so they scatter to every database.
+- an account's: on the account's own shard.
+
+What the viewer may not see is dropped after the IDs are chosen, so a page can come
+back short; its Link header still moves past everything it looked at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row, select
+
+from photogram.accounts.actions import visible_account
+from photogram.db.metadata import follows
+from photogram.graph.visibility import hidden_from
+from photogram.posts import queries
+from photogram.posts.render import statuses_for
+from photogram.posts.schemas import Status
+from photogram.runtime import Runtime
+from photogram.web.paging import Page
+
+#: Followed accounts per query branch: bind-parameter limits (SQLite's 32,766) are far off.
+AUTHORS_CHUNK = 5000
+
+
+def _pick(rows: list[Row[Any]], page: Page) -> list[int]:
+    """The page's IDs, newest first, from rows merged from several branches."""
+    ids = sorted({int(r.id) for r in rows}, reverse=page.min_id is None)[: page.limit]
+    return page.in_order(ids)
+
+
+async def following(runtime: Runtime, viewer_id: int) -> list[int]:
+    async with runtime.router.connect_for(viewer_id) as conn:
+        found = await conn.scalars(
+            select(follows.c.target_id).where(follows.c.account_id == viewer_id)
+        )
+        return [int(i) for i in found]
+
+
+async def home_ids(runtime: Runtime, viewer_id: int, page: Page) -> list[int]:
+    authors = [viewer_id, *await following(runtime, viewer_id)]
+    rows: list[Row[Any]] = []
+    for at in range(0, len(authors), AUTHORS_CHUNK):
+        chunk = authors[at : at + AUTHORS_CHUNK]
+        rows += await runtime.router.by_ids(lambda ids: queries.posts_by(ids, page), chunk)
+    return _pick(rows, page)
+
+
+async def home(runtime: Runtime, viewer_id: int, page: Page) -> tuple[list[Status], list[int]]:
+    """The viewer's home timeline page, and the IDs it looked at (for the Link header)."""
+    ids = await home_ids(runtime, viewer_id, page)
+    return await statuses_for(runtime, viewer_id, ids, hide_muted=True), ids
+
+
+async def public(
+    runtime: Runtime, viewer_id: int | None, page: Page
+) -> tuple[list[Status], list[int]]:
+    rows = await runtime.router.scatter(
+        queries.public_posts(page), limit=page.limit, order="asc" if page.min_id else "desc"
+    )
+    ids = _pick(rows, page)
+    return await statuses_for(runtime, viewer_id, ids, hide_muted=True), ids
+
+
+async def tag(
+    runtime: Runtime, viewer_id: int | None, name: str, page: Page
+) -> tuple[list[Status], list[int]]:
+    rows = await runtime.router.scatter(
+        queries.tagged_posts(name.lower(), page),
+        limit=page.limit,
+        order="asc" if page.min_id else "desc",
+    )
+    ids = _pick(rows, page)
+    return await statuses_for(runtime, viewer_id, ids, hide_muted=True), ids
+
+
+async def account(
+    runtime: Runtime,
+    viewer_id: int | None,
+    account_id: int,
+    page: Page,
+    *,
+    exclude_replies: bool,
+    only_media: bool,
+    pinned: bool,
+) -> tuple[list[Status], list[int]]:
+    """An account's posts (and the comments it wrote on its own posts, unless excluded).
+
+    Followers-only posts are asked for only when the viewer may see them; a block either
+    way makes the list empty.
+    """
+    owner = await visible_account(runtime, viewer_id, account_id)
+    if viewer_id is not None and await hidden_from(runtime.router, viewer_id, [account_id]):
+        return [], []
+    visibilities: tuple[str, ...] = ("public", "unlisted")
+    if viewer_id == account_id or (
+        viewer_id is not None and account_id in await _follows(runtime, viewer_id, account_id)
+    ):
+        visibilities = ("public", "unlisted", "private")
+    elif owner.locked:
+        return [], []
+    async with runtime.router.connect_for(account_id) as conn:
+        rows = (
+            await conn.execute(
+                queries.account_statuses(
+                    account_id,
+                    page,
+                    visibilities=visibilities,
+                    exclude_replies=exclude_replies or only_media,
+                    pinned=pinned,
+                )
+            )
+        ).all()
+    ids = page.in_order([int(r.id) for r in rows])
+    return await statuses_for(runtime, viewer_id, ids), ids
+
+
+async def _follows(runtime: Runtime, viewer_id: int, account_id: int) -> set[int]:
+    async with runtime.router.connect_for(viewer_id) as conn:
+        found = await conn.scalars(
+            select(follows.c.target_id).where(
+                follows.c.account_id == viewer_id, follows.c.target_id == account_id
+            )
+        )
+        return {int(i) for i in found}
