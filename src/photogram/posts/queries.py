@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, delete, select, update
+from sqlalchemy import Insert, Select, Table, delete, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningDelete
 
@@ -144,8 +144,10 @@ def posts_by(account_ids: list[int], page: Page) -> Select[Any]:
 
 
 def public_posts(page: Page) -> Select[Any]:
+    # A literal, not a bound parameter: PostgreSQL can use the partial index
+    # ix_statuses_public only when it can see the value at planning time.
     stmt = select(statuses.c.id).where(
-        statuses.c.visibility == "public", statuses.c.in_reply_to_id.is_(None)
+        statuses.c.visibility == literal_column("'public'"), statuses.c.in_reply_to_id.is_(None)
     )
     return page.apply(stmt, statuses.c.id)
 
