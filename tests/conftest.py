@@ -95,7 +95,9 @@ def make_settings(
     async def make(**extra: object) -> Settings:
         if request.param == "sqlite":
             return sqlite_settings(tmp_path_factory.mktemp("embedded"), **extra)
-        return await postgres.cluster_settings(**extra)
+        # Files (media, spool) in a directory of the test's own, not the working directory.
+        files = {"data_dir": tmp_path_factory.mktemp("cluster")}
+        return await postgres.cluster_settings(**files | extra)
 
     return make
 

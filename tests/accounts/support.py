@@ -8,7 +8,7 @@ from sqlalchemy import insert
 
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import blocked_by, blocks, follows
-from photogram.settings import Settings
+from photogram.settings import FilesystemStoreSettings, Settings
 from tests.api import Client
 from tests.conftest import MakeSettings
 
@@ -18,19 +18,15 @@ PUBLIC_URL = "https://photogram.test"
 async def settings_with_media(
     make_settings: MakeSettings, tmp_path: Path, **extra: object
 ) -> Settings:
-    """Settings for the backend under test whose data_dir (avatars go there) is ``tmp_path``.
-
-    The SQLite variant already has a fresh data_dir of its own; a cluster's default would
-    be the working directory, so it is pointed at ``tmp_path``.
-    """
-    settings = await make_settings(public_url=PUBLIC_URL, **extra)
-    if not settings.embedded:
-        settings = settings.model_copy(update={"data_dir": tmp_path})
-    return settings
+    """Settings for the backend under test, with the public URL the tests expect (each
+    backend's data_dir, where the local media store keeps avatars, is fresh already)."""
+    return await make_settings(public_url=PUBLIC_URL, **extra)
 
 
 def avatar_dir(settings: Settings) -> Path:
-    return settings.data_dir / "media" / "avatars"
+    store = settings.media_stores[settings.media_store]
+    assert isinstance(store, FilesystemStoreSettings)
+    return store.path / "avatars"
 
 
 def stored_avatars(settings: Settings) -> list[str]:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import pyvips
 
 from photogram.accounts import avatars
-from photogram.settings import Settings
 from tests.accounts.images import (
     BLUE,
     RED,
@@ -163,38 +159,15 @@ async def test_reading_stops_as_soon_as_the_limit_is_passed() -> None:
     assert endless.handed_out <= 4096 + 1000
 
 
-def test_store_is_atomic_and_names_are_fresh(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    jpeg = avatars.process(bytes(gradient().jpegsave_buffer()), MAX_PIXELS)
-    first = avatars.store(settings, 12345, jpeg)
-    second = avatars.store(settings, 12345, jpeg)
+def test_keys_are_fresh_and_named_for_the_account() -> None:
+    first, second = avatars.new_key(12345), avatars.new_key(12345)
     assert first != second
     for key in (first, second):
         prefix, name = key.split("/")
         assert prefix == "avatars"
         assert avatars.NAME.fullmatch(name)
         assert name.startswith("12345-")
-        path = avatars.path_of(settings, name)
-        assert path is not None
-        assert path.read_bytes() == jpeg
-    assert sorted(os.listdir(avatars.directory(settings))) == sorted(
-        k.split("/")[1] for k in (first, second)
-    )
-    avatars.delete(settings, first)
-    avatars.delete(settings, first)  # already gone: nothing to do
-    assert os.listdir(avatars.directory(settings)) == [second.split("/")[1]]
-
-
-def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = Settings(data_dir=tmp_path)
-
-    def crash(*_args: object) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(avatars.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        avatars.store(settings, 1, b"\xff\xd8\xff" + b"x" * 100)
-    assert os.listdir(avatars.directory(settings)) == []
+        assert avatars.key_of(name) == key
 
 
 @pytest.mark.parametrize(
@@ -210,9 +183,6 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monke
         "1-AAAAAAAAAAAAAAAAAAAAAA.jpg\x00",
     ],
 )
-def test_only_names_photogram_makes_have_a_path(name: str, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    assert avatars.path_of(settings, name) is None
-    assert avatars.path_of(settings, "1-AAAAAAAAAAAAAAAAAAAAAA.jpg") is not None
-    avatars.delete(settings, f"avatars/{name}")  # refused quietly, nothing touched
-    avatars.delete(settings, "../../etc/passwd")
+def test_only_names_photogram_makes_have_a_key(name: str) -> None:
+    assert avatars.key_of(name) is None
+    assert avatars.key_of("1-AAAAAAAAAAAAAAAAAAAAAA.jpg") is not None

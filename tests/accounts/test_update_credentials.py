@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import pyvips
+from sqlalchemy import select
 
 from photogram.accounts.api import FORM_OVERHEAD
+from photogram.db.metadata import media_objects
 from tests.accounts.images import (
     gradient,
     hostile_uploads,
@@ -235,7 +238,22 @@ async def test_avatar_flow(make_settings: MakeSettings, tmp_path: Path) -> None:
         assert new_path != path
         assert stored_avatars(settings) == [new_path.rsplit("/", 1)[1]]
         assert (await client.get(path)).status_code == 404
-        assert (await client.get(new_path)).status_code == 200
+        new_avatar = await client.get(new_path)
+        assert new_avatar.status_code == 200
+
+        # Recorded like every stored photo: one row, the store's key, the bytes' MD5.
+        account_id = int(alice.id)
+        async with client.runtime.router.connect_for(account_id) as conn:
+            records = (
+                await conn.execute(
+                    select(media_objects).where(media_objects.c.media_id == account_id)
+                )
+            ).all()
+        assert [(r.variant, r.key, r.store) for r in records] == [
+            ("avatar", new_path.removeprefix("/media/"), settings.media_store)
+        ]
+        assert records[0].md5 == hashlib.md5(new_avatar.content).hexdigest()
+        assert records[0].size == len(new_avatar.content)
 
 
 async def test_hostile_avatars_are_refused(make_settings: MakeSettings, tmp_path: Path) -> None:

@@ -26,13 +26,7 @@ METADATA = ("exif-data", "xmp-data", "iptc-data", "icc-profile-data")
 
 
 async def _settings(make_settings: MakeSettings, tmp_path: Path, **extra: object) -> Settings:
-    settings = await make_settings(media_max_pixels=40_000_000, **extra)
-    if settings.embedded:
-        return settings
-    # A cluster's default data_dir is the working directory: keep media in the test's (the
-    # default store's path is fixed when settings load, so they load again).
-    chosen = {n: getattr(settings, n) for n in settings.model_fields_set if n != "media_stores"}
-    return Settings(**chosen | {"data_dir": tmp_path})
+    return await make_settings(media_max_pixels=40_000_000, **extra)
 
 
 async def _upload(client: Client, user: User, data: bytes, **fields: str) -> dict:  # type: ignore[type-arg]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from httpx import Response
+
 from photogram.settings import Settings
 from tests.accounts.images import quadrant_jpeg
 from tests.api import Client, User
@@ -15,14 +17,8 @@ PHOTO = quadrant_jpeg(64, 48)
 
 
 async def posts_settings(make_settings: MakeSettings, tmp_path: Path, **extra: object) -> Settings:
-    """Settings whose media (and spool) live under ``tmp_path`` on either backend."""
-    settings = await make_settings(**extra)
-    if settings.embedded:
-        return settings
-    # A cluster's default data_dir is the working directory: keep media in the test's (the
-    # default store's path is fixed when settings load, so they load again).
-    chosen = {n: getattr(settings, n) for n in settings.model_fields_set if n != "media_stores"}
-    return Settings(**chosen | {"data_dir": tmp_path})
+    """Settings for the backend under test (media and spool in the test's own directory)."""
+    return await make_settings(**extra)
 
 
 async def upload(client: Client, user: User, description: str = "") -> str:
@@ -60,3 +56,41 @@ async def comment(client: Client, user: User, on: str, text: str, **fields: Any)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def ids(response: Response) -> list[str]:
+    """The IDs of a list response (statuses or accounts), in order."""
+    assert response.status_code == 200, response.text
+    return [str(item["id"]) for item in response.json()]
+
+
+async def act(client: Client, user: User, path: str, **data: str) -> dict[str, Any]:
+    """POST ``path`` as ``user`` (follow, block, favourite…), expecting success."""
+    response = await client.post(path, headers=user.headers, data=data)
+    assert response.status_code == 200, f"{path}: {response.text}"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def lock(client: Client, user: User) -> None:
+    response = await client.patch(
+        "/api/v1/accounts/update_credentials", headers=user.headers, data={"locked": "true"}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def walk(client: Client, user: User | None, path: str, rel: str = "next") -> list[list[str]]:
+    """The pages of a list, following its Link header's ``rel`` until a page is empty or
+    has no such link; each page's IDs."""
+    headers = user.headers if user else {}
+    pages: list[list[str]] = []
+    url: str | None = path
+    while url is not None:
+        response = await client.get(url, headers=headers)
+        page = ids(response)
+        if not page:
+            break
+        pages.append(page)
+        url = response.links.get(rel, {}).get("url")
+        assert len(pages) < 100, "the Link header goes round in circles"
+    return pages

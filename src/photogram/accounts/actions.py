@@ -29,6 +29,7 @@ from photogram.db.metadata import (
     emails,
     follow_requests_in,
     follows,
+    media_objects,
     usernames,
 )
 from photogram.db.router import Router
@@ -247,11 +248,12 @@ def avatar_refused(description: str) -> ApiError:
 async def do_update_profile(runtime: Runtime, account_id: int, change: ProfileChange) -> None:
     """Apply ``change`` to the account in one transaction on its shard.
 
-    A new avatar is written to its file before the row names it (a row never points at a
-    missing file) and the old file is deleted only once the new row is committed (a crash
-    in between leaves an unreferenced file, never a broken avatar).
+    A new avatar is written to the media store before the row names it (a row never
+    points at a missing object), and recorded with its size and MD5 in ``media_objects``
+    (as the variant ``avatar`` of the account's ID) in the same transaction, like every
+    stored photo. The old object is deleted only once the new row is committed (a crash
+    in between leaves an unreferenced object, never a broken avatar).
     """
-    settings = runtime.settings
     values: dict[str, object] = {
         name: value
         for name, value in (
@@ -263,21 +265,42 @@ async def do_update_profile(runtime: Runtime, account_id: int, change: ProfileCh
         if value is not None
     }
     new_key: str | None = None
+    written = None
     if change.avatar_jpeg is not None:
-        new_key = await asyncio.to_thread(avatars.store, settings, account_id, change.avatar_jpeg)
+        new_key = avatars.new_key(account_id)
+        written = await runtime.store.put(new_key, change.avatar_jpeg)
         values["avatar_key"] = new_key
     if not values:
         await account_row(runtime, account_id)  # still a 404 for an account that is gone
         return
-    old_key: str | None = None
+    old: tuple[str, str] | None = None
     try:
         async with runtime.router.begin_for(account_id) as conn:
-            if new_key is not None:
-                # Locked, so two uploads at once each delete exactly the file they replaced.
+            if written is not None:
+                # Locked, so two uploads at once each delete exactly the object they replaced.
                 old_key = await conn.scalar(
                     select(accounts.c.avatar_key)
                     .where(accounts.c.id == account_id)
                     .with_for_update()
+                )
+                old_store = await conn.scalar(
+                    select(media_objects.c.store).where(*_avatar(account_id))
+                )
+                if old_key is not None:
+                    old = (old_store or runtime.settings.media_store, old_key)
+                await conn.execute(delete(media_objects).where(*_avatar(account_id)))
+                await conn.execute(
+                    insert(media_objects).values(
+                        media_id=account_id,
+                        variant=AVATAR_VARIANT,
+                        store=runtime.settings.media_store,
+                        key=new_key,
+                        size=written.size,
+                        md5=written.md5_hex,
+                        width=avatars.SIZE,
+                        height=avatars.SIZE,
+                        content_type="image/jpeg",
+                    )
                 )
             result = await conn.execute(
                 update(accounts).where(accounts.c.id == account_id).values(**values)
@@ -285,10 +308,21 @@ async def do_update_profile(runtime: Runtime, account_id: int, change: ProfileCh
             if result.rowcount == 0:
                 raise ApiError(404, "Record not found")
     except BaseException:
-        avatars.delete(settings, new_key)  # one unlink: cheap enough to do inline
+        if new_key is not None:
+            await runtime.store.delete(new_key)
         raise
-    if old_key is not None and old_key != new_key:
-        await asyncio.to_thread(avatars.delete, settings, old_key)
+    if old is not None and old[1] != new_key:
+        store_name, key = old
+        await runtime.stores.get(store_name, runtime.store).delete(key)
+
+
+#: An avatar's record in media_objects: the account's ID as media ID (IDs are unique across
+#: a shard's tables, so it names nothing else) with this variant.
+AVATAR_VARIANT = "avatar"
+
+
+def _avatar(account_id: int) -> tuple[Any, Any]:
+    return media_objects.c.media_id == account_id, media_objects.c.variant == AVATAR_VARIANT
 
 
 # --- finding accounts -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Avatars: an upload checked by its content, re-encoded, and stored under a fresh name.
+"""Avatars: an upload checked by its content, re-encoded, and stored under a fresh key in
+the media store in use (so every app server, and the media migration, sees them).
 
 An upload is hostile until proven otherwise. It is read under a hard byte limit, recognised
 by its magic bytes (never by its file name or the content type the client claims), its
@@ -11,18 +12,13 @@ XMP, IPTC, ICC profiles and comments (or a script smuggled into one) go nowhere.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import tempfile
-from contextlib import suppress
-from pathlib import Path
 from typing import Protocol
 
 import pyvips
 
 from photogram.media.processing import describe_bytes
-from photogram.settings import Settings
 
 SIZE = 400
 JPEG_QUALITY = 85
@@ -135,59 +131,15 @@ def process(data: bytes, max_pixels: int) -> bytes:
     return jpeg
 
 
-def directory(settings: Settings) -> Path:
-    return settings.data_dir / "media" / DIRECTORY
+def new_key(account_id: int) -> str:
+    """A fresh store key for an avatar of ``account_id``: ``avatars/<id>-<random>.jpg``.
 
-
-def path_of(settings: Settings, name: str) -> Path | None:
-    """Where the avatar called ``name`` is stored; None for any name photogram never makes."""
-    return directory(settings) / name if NAME.fullmatch(name) else None
-
-
-def store(settings: Settings, account_id: int, jpeg: bytes) -> str:
-    """Write ``jpeg`` under a fresh name; its key (``avatars/<name>``). Blocking.
-
-    Written to a temporary file in the same directory, flushed to disk, then renamed into
-    place: a crash leaves either no file or the whole file under the final name, never a
-    torn one. The name is new on every upload, so a URL, once given out, always means the
-    same bytes (it is served as immutable).
+    The name is new on every upload, so a URL, once given out, always means the same
+    bytes (it is served as immutable).
     """
-    target_dir = directory(settings)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{account_id}-{secrets.token_urlsafe(16)}.jpg"
-    fd, temporary = tempfile.mkstemp(dir=target_dir, prefix=".incoming-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(jpeg)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)  # public images; mkstemp's 0600 would hide them from a proxy
-        os.replace(temporary, target_dir / name)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(target_dir)  # makes the rename itself durable
-    return f"{DIRECTORY}/{name}"
+    return f"{DIRECTORY}/{account_id}-{secrets.token_urlsafe(16)}.jpg"
 
 
-def delete(settings: Settings, key: str | None) -> None:
-    """Remove the stored avatar ``key`` names, if it is one of ours and still there. Blocking."""
-    if not key:
-        return
-    prefix, _, name = key.partition("/")
-    path = path_of(settings, name) if prefix == DIRECTORY else None
-    if path is not None:
-        path.unlink(missing_ok=True)
-
-
-def _fsync_directory(path: Path) -> None:
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # platforms that cannot open a directory (Windows): nothing to sync
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def key_of(name: str) -> str | None:
+    """The store key of the avatar called ``name``; None for any name photogram never makes."""
+    return f"{DIRECTORY}/{name}" if NAME.fullmatch(name) else None

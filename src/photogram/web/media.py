@@ -1,4 +1,4 @@
-"""Serving stored media (avatars) and the default images.
+"""Serving avatars (from the media store) and the default images.
 
 Stored avatars never change under their name (a new upload gets a new name), so they are
 served as immutable: a client or proxy may keep them for a year without asking again.
@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from functools import cache
-from pathlib import Path
 
 import pyvips
 from fastapi import APIRouter, Request, Response
 
 from photogram.accounts import avatars
+from photogram.media.stores import ObjectNotFoundError, StoreUnavailableError
 from photogram.web.deps import RuntimeDep
-from photogram.web.errors import not_found
+from photogram.web.errors import ApiError, not_found
 
 api = APIRouter(tags=["media"])
 
@@ -48,21 +48,19 @@ def _image_response(
     return Response(content, media_type=media_type, headers=headers)
 
 
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
-
-
 @api.api_route("/media/avatars/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 async def avatar(request: Request, runtime: RuntimeDep, name: str) -> Response:
-    # Only names photogram makes are looked up, so nothing a client writes here can reach
-    # outside the avatars directory.
-    path = avatars.path_of(runtime.settings, name)
-    content = None if path is None else await asyncio.to_thread(_read, path)
-    if content is None:
+    # Only names photogram makes are looked up, so nothing a client writes here can name
+    # any other object.
+    key = avatars.key_of(name)
+    if key is None:
         raise not_found()
+    try:
+        content = await runtime.store.get(key)
+    except ObjectNotFoundError:
+        raise not_found() from None
+    except StoreUnavailableError:
+        raise ApiError(503, "The media store is unavailable; try again shortly") from None
     return _image_response(request, content, "image/jpeg", IMMUTABLE)
 
 
