@@ -12,6 +12,7 @@ from photogram.accounts import api as accounts_api
 from photogram.graph import api as graph_api
 from photogram.instance import api as instance_api
 from photogram.media import api as media_api
+from photogram.notifications import api as notifications_api
 from photogram.oauth import api as oauth_api
 from photogram.oauth import pages as oauth_pages
 from photogram.posts import api as posts_api
@@ -54,4 +55,5 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     app.include_router(instance_api.api)
     app.include_router(media_api.api)
     app.include_router(posts_api.api)
+    app.include_router(notifications_api.api)
     return app

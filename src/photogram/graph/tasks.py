@@ -33,6 +33,7 @@ from photogram.db.metadata import (
     follows,
 )
 from photogram.graph.queries import add_edge, lock_account, reconcile, remove_edge
+from photogram.notifications.tasks import add_notification, remove_notification
 from photogram.tasks.outbox import Payload, Relay, enqueue, task
 
 SYNC_FOLLOW = "graph.sync_follow"
@@ -110,10 +111,20 @@ async def sync_follow(relay: Relay, payload: Payload) -> None:
         follow_id, request_id = state
         async with router.begin_for(followee) as conn:
             await conn.execute(lock_account(followee))
-            await reconcile(
+            # Notified as the mirror gains the edge, in its transaction: a sync that runs
+            # twice notifies once (``add_notification`` is keyed by the event).
+            followed = await reconcile(
                 conn, followers, followee, follower, follow_id, accounts.c.followers_count
             )
-            await reconcile(conn, follow_requests_in, followee, follower, request_id)
+            if followed and follow_id is not None:
+                await add_notification(conn, followee, "follow", follower)
+            requested = await reconcile(conn, follow_requests_in, followee, follower, request_id)
+            if request_id is None:
+                # Whether or not this removed the mirror: authorizing, rejecting and
+                # blocking remove it in the followee's own action, before this runs.
+                await remove_notification(conn, followee, "follow_request", follower)
+            elif requested:
+                await add_notification(conn, followee, "follow_request", follower)
         return []
 
     await converge(relay, read, write)
