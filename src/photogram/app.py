@@ -18,7 +18,7 @@ from photogram.oauth import pages as oauth_pages
 from photogram.posts import api as posts_api
 from photogram.runtime import Runtime
 from photogram.settings import Settings
-from photogram.web import errors, health, media
+from photogram.web import errors, health, media, metrics
 from photogram.web.ratelimit import RateLimit
 
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     errors.install(app)
     app.add_middleware(RateLimit, settings=settings)
     app.include_router(health.api)
+    app.include_router(metrics.api)
     app.include_router(oauth_api.api)
     app.include_router(oauth_pages.api)
     app.include_router(accounts_api.api)

@@ -300,6 +300,43 @@ class Settings(BaseSettings):
     # (PgBouncer < 1.21 or max_prepared_statements = 0): turn off asyncpg's statement cache.
     pgbouncer: bool = False
 
+    # memcached servers ("host:port", memcached >= 1.6) the cache is spread over by
+    # consistent hashing. Empty: an in-process cache with the same lease semantics, right
+    # for one process only (each process would otherwise keep its own stale copies).
+    cache_servers: list[str] = Field(default_factory=list)
+
+    # How long a lease (one reader's right to fill a missing key) holds the others off: a
+    # holder that dies delays that key's fill this long at most. memcached counts seconds.
+    cache_lease_ttl_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+
+    # How long a reader waits for another's fill before loading from the database itself:
+    # the most a cache miss adds to a request beyond its own database query.
+    cache_lease_wait_seconds: Annotated[float, Field(gt=0)] = 0.5
+
+    # Cached values expire after this long even if no write invalidates them: the bound on
+    # the staleness an invalidation lost to a crash can cause. At most 30 days (beyond,
+    # memcached reads a TTL as a date).
+    cache_ttl_seconds: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 3600
+
+    # A memcached server that fails or times out is skipped for this long (its keys go to
+    # the database, then to the other servers), then tried again.
+    cache_server_retry_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    # A memcached request that takes longer fails, and its server is skipped: memcached
+    # answers in well under a millisecond, so a slow answer means a sick server.
+    cache_timeout_seconds: Annotated[float, Field(gt=0)] = 0.5
+
+    # Keys filled on a stand-in while their own server is down expire after this long: they
+    # stop being read or invalidated once that server is back, and must not outlive it.
+    cache_failover_ttl_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
+
+    # Part of every cache key: change it to start over with an empty cache (the old keys
+    # are never read again and expire), or to let two instances share memcached servers.
+    cache_key_version: Annotated[int, Field(ge=0)] = 1
+
+    # Entries the in-process cache holds; the least recently used go first.
+    cache_local_max_entries: Annotated[int, Field(ge=1)] = 100_000
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -336,6 +373,17 @@ class Settings(BaseSettings):
             if not name.isidentifier():
                 raise ValueError(f"database name {name!r} must be a plain identifier")
         return {name: normalise_dsn(dsn) for name, dsn in value.items()}
+
+    @field_validator("cache_servers")
+    @classmethod
+    def _cache_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"cache server {address!r} is not host:port")
+        if len(set(value)) != len(value):
+            raise ValueError("cache servers are listed more than once")
+        return value
 
     @field_validator("media_stores")
     @classmethod

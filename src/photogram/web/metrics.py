@@ -1,0 +1,18 @@
+"""Prometheus metrics of this process, in the text exposition format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+# Imported for its side effect: the cache counters exist (at zero) from the first scrape,
+# whether or not a request has used the cache yet.
+import photogram.cache.metrics  # noqa: F401
+
+api = APIRouter()
+
+
+@api.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
