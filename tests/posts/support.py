@@ -10,7 +10,7 @@ from httpx import Response
 from photogram.settings import Settings
 from tests.accounts.images import quadrant_jpeg
 from tests.api import Client, User
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, PostgresFactory, sqlite_settings
 
 #: A small photo: processing it is quick, and it is still a real JPEG.
 PHOTO = quadrant_jpeg(64, 48)
@@ -19,6 +19,18 @@ PHOTO = quadrant_jpeg(64, 48)
 async def posts_settings(make_settings: MakeSettings, tmp_path: Path, **extra: object) -> Settings:
     """Settings for the backend under test (media and spool in the test's own directory)."""
     return await make_settings(**extra)
+
+
+def settings_maker(backend: str, postgres: PostgresFactory, directory: Path) -> MakeSettings:
+    """What ``make_settings`` gives a test, for fixtures of a wider scope: ``backend``'s
+    settings (``posts_settings(settings_maker(…), directory)`` keeps media in ``directory``)."""
+
+    async def make(**extra: object) -> Settings:
+        if backend == "sqlite":
+            return sqlite_settings(directory, **extra)
+        return await postgres.cluster_settings(**extra)
+
+    return make
 
 
 async def upload(client: Client, user: User, description: str = "") -> str:

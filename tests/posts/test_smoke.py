@@ -20,7 +20,8 @@ async def test_post_comment_like_timeline(make_settings: MakeSettings, tmp_path:
         c = await comment(client, bob, status["id"], "lovely!")
         r = await client.post(f"/api/v1/statuses/{status['id']}/favourite", headers=bob.headers)
         assert r.status_code == 200, r.text
-        assert r.json()["favourites_count"] == 1 and r.json()["favourited"] is True
+        assert r.json()["favourites_count"] == 1
+        assert r.json()["favourited"] is True
         await client.settle()
         home = await client.get("/api/v1/timelines/home", headers=bob.headers)
         assert [s["id"] for s in home.json()] == [status["id"]], home.text

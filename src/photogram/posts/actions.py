@@ -388,14 +388,14 @@ async def do_comment(
             )
         )
         await conn.execute(queries.bump_status(int(parent.id), "replies_count", +1))
-        queued = await _record_mentions(
-            conn, shard, status_id, author_id, [m for m in mentioned if m != parent.account_id]
-        )
-        # A reply notifies the author of what it answers, as a mention (Mastodon's way).
-        row_id = await enqueue_notify(
-            conn, shard, int(parent.account_id), "mention", author_id, status_id
-        )
-        queued += [] if row_id is None else [row_id]
+        queued = await _record_mentions(conn, shard, status_id, author_id, mentioned)
+        # A reply notifies the author of what it answers, as a mention (Mastodon's way),
+        # unless it @mentions them and so has already.
+        if parent.account_id not in mentioned:
+            row_id = await enqueue_notify(
+                conn, shard, int(parent.account_id), "mention", author_id, status_id
+            )
+            queued += [] if row_id is None else [row_id]
     await runtime.relay.dispatch(queued)
     return status_id
 

@@ -69,7 +69,7 @@ async def public(
         queries.public_posts(page), limit=page.limit, order="asc" if page.min_id else "desc"
     )
     ids = _pick(rows, page)
-    return await statuses_for(runtime, viewer_id, ids, hide_muted=True), ids
+    return _publicly(await statuses_for(runtime, viewer_id, ids, hide_muted=True)), ids
 
 
 async def tag(
@@ -81,7 +81,13 @@ async def tag(
         order="asc" if page.min_id else "desc",
     )
     ids = _pick(rows, page)
-    return await statuses_for(runtime, viewer_id, ids, hide_muted=True), ids
+    return _publicly(await statuses_for(runtime, viewer_id, ids, hide_muted=True)), ids
+
+
+def _publicly(shown: list[Status]) -> list[Status]:
+    """Only what is still public: a post made public by an account that has since gone
+    private is followers-only now, and followers-only posts are never listed publicly."""
+    return [s for s in shown if s.visibility == "public"]
 
 
 async def account(
