@@ -77,6 +77,13 @@ async def test_likes_comments_and_mentions(make_settings: MakeSettings, tmp_path
         assert favourite["created_at"].endswith("Z")
         # Nobody is notified of their own doings.
         assert await listed(client, bob) == []
+        # An unlike takes its notification back (as Mastodon does); liking again restores it.
+        ok(await client.post(f"/api/v1/statuses/{photo['id']}/unfavourite", headers=bob.headers))
+        await client.settle()
+        assert ("favourite", bob.id, photo["id"]) not in kinds(await listed(client, alice))
+        await like(client, bob, photo)
+        await client.settle()
+        assert ("favourite", bob.id, photo["id"]) in kinds(await listed(client, alice))
 
 
 async def test_mention_in_a_post_the_viewer_may_not_see(

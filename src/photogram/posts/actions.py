@@ -485,9 +485,13 @@ async def do_delete(runtime: Runtime, viewer_id: int, raw_id: str) -> Status:
         if (await conn.execute(queries.lock_status(int(row.post_id)))).first() is None:
             raise not_found()
         if is_post:
-            gone = list((await conn.execute(queries.thread_shape(int(row.id)))).scalars())
+            authors = {
+                int(r.id): int(r.account_id)
+                for r in await conn.execute(queries.thread_authors(int(row.id)))
+            }
         else:
-            gone = [int(row.id)]
+            authors = {int(row.id): int(row.account_id)}
+        gone = list(authors)
         likers = list(
             (
                 await conn.execute(
@@ -513,7 +517,7 @@ async def do_delete(runtime: Runtime, viewer_id: int, raw_id: str) -> Status:
         else:
             await conn.execute(queries.bump_status(int(row.in_reply_to_id), "replies_count", -1))
         if likers:
-            queued.append(await tasks.enqueue_sync_favourites(conn, shard, gone, likers))
+            queued.append(await tasks.enqueue_sync_favourites(conn, shard, authors, likers))
     await runtime.relay.dispatch(queued)
     return rendered
 
@@ -540,14 +544,12 @@ async def do_favourite(runtime: Runtime, viewer_id: int, raw_id: str, *, like: b
             await conn.execute(
                 queries.bump_status(status_id, "favourites_count", +1 if like else -1)
             )
+            # The liker's list and the author's notification follow from the like.
             queued.append(
-                await tasks.enqueue_sync_favourites(conn, shard, [status_id], [viewer_id])
-            )
-            if like:
-                row_id = await enqueue_notify(
-                    conn, shard, int(row.account_id), "favourite", viewer_id, status_id
+                await tasks.enqueue_sync_favourites(
+                    conn, shard, {status_id: int(row.account_id)}, [viewer_id]
                 )
-                queued += [] if row_id is None else [row_id]
+            )
     await runtime.relay.dispatch(queued)
     return status_id
 

@@ -128,6 +128,10 @@ def thread_shape(post_id: int) -> Select[Any]:
     )
 
 
+def thread_authors(post_id: int) -> Select[Any]:
+    return select(statuses.c.id, statuses.c.account_id).where(statuses.c.post_id == post_id)
+
+
 def tag_rows(status_id: int) -> Any:
     return delete(status_tags).where(status_tags.c.status_id == status_id)
 

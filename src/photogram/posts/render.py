@@ -129,6 +129,9 @@ async def render_rows(
         mentioned = [
             loaded.accounts[m] for m in loaded.mentions.get(id_, ()) if m in loaded.accounts
         ]
+        # In the order the text mentions them.
+        written = {m.username.lower(): i for i, m in enumerate(text.mentions(row.text))}
+        mentioned.sort(key=lambda a: written.get(a.username.lower(), len(written)))
         urls = {a.username.lower(): rendered_accounts[a.id].url for a in mentioned}
         owner = loaded.accounts.get(row.post_account_id)
         account = rendered_accounts[row.account_id]
