@@ -2,21 +2,26 @@
 
 Every sharded table takes its primary key from its schema's plpgsql
 ``next_id()`` (``photogram.db.ids.pg_next_id_ddl``), which locks, bumps a
-sequence, reads the clock and unlocks for each row. This measures that cost
-against ``bigserial`` on two tables of the same post-like shape, in three modes:
+sequence, reads the clock and unlocks for each row; bulk inserts can instead
+reserve a block of IDs with ``next_ids(n)`` (``photogram.db.ids.reserve_ids``),
+one lock and one counter write for the whole block. This measures both against
+``bigserial`` on two tables of the same post-like shape, in three modes:
 
 * ``request``: how API requests insert. One row a transaction (one INSERT, one
   COMMIT) with the id left to its default, from ``--concurrency`` asyncio tasks
   sharing one SQLAlchemy async engine over asyncpg, until ``--request-rows``
-  rows are in.
+  rows are in. A request inserts one row, so there is no block to reserve.
 * ``client``: how bulk paths insert (seeding, imports). SQLAlchemy Core over
-  asyncpg, batches of ``executemany`` inserts with the id left to its default,
-  one commit a batch, on one connection.
+  asyncpg, batches of ``executemany`` inserts, one commit a batch, on one
+  connection. ``next_id`` leaves the id to its default; ``next_ids`` reserves
+  the batch's IDs with one ``reserve_ids`` call and inserts them explicitly.
 * ``server``: one ``INSERT … SELECT … FROM generate_series(1, N)``. No client
-  or commit cost at all, so the function's per-row cost shows undiluted.
+  or commit cost at all, so the per-row cost shows undiluted. ``next_id``
+  leaves the id to its default; ``next_ids`` reserves N IDs once and converts
+  ``first + g - 1`` with the schema's inlined ``id_from_counter``.
 
-Runs alternate between the two tables and each figure is the median of the
-repeats, so noise on a shared machine lands on both sides alike. Everything
+Runs rotate between the ways of making IDs and each figure is the median of the
+repeats, so noise on a shared machine lands on every side alike. Everything
 happens in a scratch database that is dropped at the end, also on error.
 
     .venv/bin/python bench/ids.py [--rows 200000] [--request-rows 20000]
@@ -53,7 +58,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from photogram.db.ids import SHARD_MASK, SHARD_SHIFT, pg_next_id_ddl
+from photogram.db.ids import SHARD_MASK, SHARD_SHIFT, pg_next_id_ddl, reserve_ids
+from photogram.db.metadata import SHARD_SCHEMA
 from photogram.db.shardmap import schema_name
 
 SHARD = 7
@@ -89,6 +95,8 @@ shard_posts = _post_table(
     ),
 )
 TABLES = {"bigserial": serial_posts, "shard_id": shard_posts}
+#: How each side makes its IDs, and the table it fills.
+KINDS = {"bigserial": serial_posts, "next_id": shard_posts, "next_ids": shard_posts}
 
 
 class BenchError(RuntimeError):
@@ -100,25 +108,28 @@ class Mode:
     name: str
     description: str
     rows: int
-    runs: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in TABLES})
+    kinds: tuple[str, ...]
+    runs: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
 
     def median(self, kind: str) -> float:
         return statistics.median(self.runs[kind])
 
-    @property
-    def ratio(self) -> float:
-        return self.median("shard_id") / self.median("bigserial")
+    def ratio(self, kind: str) -> float:
+        return self.median(kind) / self.median("bigserial")
 
     def as_json(self) -> dict[str, Any]:
-        extra = self.median("shard_id") - self.median("bigserial")
+        shard_kinds = [k for k in self.kinds if k != "bigserial"]
         return {
             "description": self.description,
             "rows": self.rows,
-            "runs_s": {k: [round(t, 4) for t in v] for k, v in self.runs.items()},
-            "median_s": {k: round(self.median(k), 4) for k in TABLES},
-            "ratio": round(self.ratio, 4),
-            "overhead_pct": round((self.ratio - 1) * 100, 2),
-            "extra_us_per_row": round(extra / self.rows * 1e6, 3),
+            "runs_s": {k: [round(t, 4) for t in self.runs[k]] for k in self.kinds},
+            "median_s": {k: round(self.median(k), 4) for k in self.kinds},
+            "ratio": {k: round(self.ratio(k), 4) for k in shard_kinds},
+            "overhead_pct": {k: round((self.ratio(k) - 1) * 100, 2) for k in shard_kinds},
+            "extra_us_per_row": {
+                k: round((self.median(k) - self.median("bigserial")) / self.rows * 1e6, 3)
+                for k in shard_kinds
+            },
         }
 
 
@@ -143,23 +154,33 @@ async def insert_request(
 
 
 async def insert_client(
-    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], batch: int
+    conn: AsyncConnection, kind: str, rows: list[dict[str, Any]], batch: int
 ) -> None:
-    stmt = insert(table)
+    stmt = insert(KINDS[kind])
     for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
         async with conn.begin():
-            await conn.execute(stmt, rows[start : start + batch])
+            if kind == "next_ids":
+                block = await reserve_ids(conn, SHARD, len(chunk))
+                chunk = [dict(row, id=id_) for row, id_ in zip(chunk, block, strict=True)]
+            await conn.execute(stmt, chunk)
 
 
-async def insert_server(conn: AsyncConnection, table: Table, n: int) -> None:
-    async with conn.begin():
-        await conn.execute(
-            text(
-                f"INSERT INTO {SCHEMA}.{table.name} (owner_id, caption) "
-                f"SELECT g % {OWNERS} + 1, 'photo ' || g || ' #sunset #bench' "
-                f"FROM generate_series(1, {int(n)}) AS g"
-            )
+async def insert_server(conn: AsyncConnection, kind: str, n: int) -> None:
+    table = f"{SCHEMA}.{KINDS[kind].name}"
+    values = f"g % {OWNERS} + 1, 'photo ' || g || ' #sunset #bench'"
+    series = f"generate_series(1, {int(n)}) AS g"
+    if kind == "next_ids":
+        # MATERIALIZED: the block is reserved once, never re-run per row of the join.
+        sql = (
+            f"WITH b AS MATERIALIZED (SELECT {SCHEMA}.next_ids({int(n)}) AS first) "
+            f"INSERT INTO {table} (id, owner_id, caption) "
+            f"SELECT {SCHEMA}.id_from_counter(b.first + g - 1), {values} FROM b, {series}"
         )
+    else:
+        sql = f"INSERT INTO {table} (owner_id, caption) SELECT {values} FROM {series}"
+    async with conn.begin():
+        await conn.execute(text(sql))
 
 
 async def truncate(conn: AsyncConnection) -> None:
@@ -214,16 +235,32 @@ async def bench(
 ) -> dict[str, Any]:
     await setup(engine)
     data = make_rows(max(rows, request_rows))
+    everything = tuple(KINDS)
     request = Mode(
         "request",
         f"one row a transaction (INSERT + COMMIT), {concurrency} asyncio tasks "
         "sharing one SQLAlchemy async engine (asyncpg)",
         request_rows,
+        ("bigserial", "next_id"),
     )
-    client = Mode("client", f"SQLAlchemy Core + asyncpg, executemany, {batch} rows a commit", rows)
-    server = Mode("server", "one INSERT … SELECT … FROM generate_series(1, N)", rows)
+    client = Mode(
+        "client",
+        f"SQLAlchemy Core + asyncpg, executemany, {batch} rows a commit; "
+        "next_ids: one reserve_ids call a batch, explicit IDs",
+        rows,
+        everything,
+    )
+    server = Mode(
+        "server",
+        "one INSERT … SELECT … FROM generate_series(1, N); "
+        "next_ids: one next_ids(N), id_from_counter(first + g - 1)",
+        rows,
+        everything,
+    )
 
     async with engine.connect() as conn:
+        # reserve_ids names the shard's schema through the translation, as the router does.
+        await conn.execution_options(schema_translate_map={SHARD_SCHEMA: SCHEMA})
         version = await conn.scalar(text("SHOW server_version"))
         await conn.commit()
         # Untimed warm-up: plpgsql compiles next_id() on its first call in a session and
@@ -231,8 +268,9 @@ async def bench(
         # The request warm-up opens all of the pool's other connections and primes each.
         for table in TABLES.values():
             await insert_request(engine, table, data[: concurrency * 50], concurrency)
-            await insert_client(conn, table, data[: batch * 5], batch)
-            await insert_server(conn, table, batch * 5)
+        for kind in KINDS:
+            await insert_client(conn, kind, data[: batch * 5], batch)
+            await insert_server(conn, kind, batch * 5)
         await truncate(conn)
 
         async def timed(mode: Mode, kind: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -242,26 +280,27 @@ async def bench(
             elapsed = time.perf_counter() - start
             mode.runs[kind].append(elapsed)
             log(f"  {mode.name:7} {kind:9} {elapsed:7.3f} s")
-            if kind == "shard_id":
+            if kind != "bigserial":
                 await verify_shard_ids(conn, mode.rows)
 
+        def rotated(kinds: tuple[str, ...], round_: int) -> list[str]:
+            # Rotate which side goes first each round so that none always runs straight
+            # after another's writes (WAL, dirty pages, autovacuum).
+            shift = round_ % len(kinds)
+            return list(kinds[shift:] + kinds[:shift])
+
         for round_ in range(repeats):
-            # Swap which table goes first each round so that neither always runs
-            # straight after the other's writes (WAL, dirty pages, autovacuum).
-            order = list(TABLES) if round_ % 2 == 0 else list(reversed(TABLES))
-            log(f"round {round_ + 1}/{repeats}: {' then '.join(order)}")
-            for kind in order:
+            log(f"round {round_ + 1}/{repeats}")
+            for kind in rotated(request.kinds, round_):
                 await timed(
                     request,
                     kind,
-                    partial(insert_request, engine, TABLES[kind], data[:request_rows], concurrency),
+                    partial(insert_request, engine, KINDS[kind], data[:request_rows], concurrency),
                 )
-            for kind in order:
-                await timed(
-                    client, kind, partial(insert_client, conn, TABLES[kind], data[:rows], batch)
-                )
-            for kind in order:
-                await timed(server, kind, partial(insert_server, conn, TABLES[kind], rows))
+            for kind in rotated(client.kinds, round_):
+                await timed(client, kind, partial(insert_client, conn, kind, data[:rows], batch))
+            for kind in rotated(server.kinds, round_):
+                await timed(server, kind, partial(insert_server, conn, kind, rows))
 
     return {
         "rows": rows,
@@ -277,19 +316,20 @@ async def bench(
 
 def report(result: dict[str, Any]) -> str:
     lines = [
-        f"IDs: median of {result['repeats']} alternated runs, "
+        f"IDs: median of {result['repeats']} rotated runs, "
         f"PostgreSQL {result['postgres']}, {result['cpus']} CPUs",
         "",
-        f"{'mode':8} {'rows':>8} {'bigserial':>10} {'shard_id':>10} {'ratio':>7} "
+        f"{'mode':8} {'rows':>8} {'ids':>9} {'time':>9} {'ratio':>7} "
         f"{'overhead':>9} {'extra/row':>10}",
     ]
     for name, mode in result["modes"].items():
         med = mode["median_s"]
-        lines.append(
-            f"{name:8} {mode['rows']:8,} {med['bigserial']:9.3f}s {med['shard_id']:9.3f}s "
-            f"{mode['ratio']:7.3f} {mode['overhead_pct']:+8.1f}% "
-            f"{mode['extra_us_per_row']:7.2f} µs"
-        )
+        lines.append(f"{name:8} {mode['rows']:8,} {'bigserial':>9} {med['bigserial']:8.3f}s")
+        for kind in mode["ratio"]:
+            lines.append(
+                f"{'':8} {'':8} {kind:>9} {med[kind]:8.3f}s {mode['ratio'][kind]:7.3f} "
+                f"{mode['overhead_pct'][kind]:+8.1f}% {mode['extra_us_per_row'][kind]:7.2f} µs"
+            )
     lines.append("")
     for name, mode in result["modes"].items():
         lines.append(f"{name}: {mode['description']}")

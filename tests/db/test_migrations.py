@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect, text
 
+from photogram.db.ids import from_counter, reserve_ids, shard_of
 from photogram.db.metadata import global_metadata, shard_metadata
 from photogram.db.migrations import GLOBAL_UPGRADES, SHARD_UPGRADES, head, init_cluster
 from photogram.db.router import Router
@@ -94,3 +95,40 @@ def test_head_tables_are_exactly_baseline_plus_upgrades() -> None:
     ]
     upgraded = [*V2_SHARD, *v3_shard, *v4_shard, "outbox", "shard_migrations"]
     assert {f"shard.{t}" for t in upgraded} == set(shard_metadata.tables)
+
+
+async def test_an_older_shard_schema_gains_block_reservation(make_settings: MakeSettings) -> None:
+    """A schema from before ``next_ids`` (version 5) gets it from the upgrade."""
+    settings = await make_settings()
+    await init_cluster(settings, 4)
+    router = await Router.open(settings)
+    postgres = router.engine_for(0).dialect.name == "postgresql"
+    shard = 2
+    schema = schema_name(shard)
+    prefix = f"{schema}." if postgres else ""
+    try:
+        async with router.begin(shard) as conn:
+            if postgres:
+                await conn.exec_driver_sql(f"DROP FUNCTION {schema}.next_ids(integer)")
+                await conn.exec_driver_sql(f"DROP FUNCTION {schema}.id_from_counter(bigint)")
+            await conn.exec_driver_sql(f"DELETE FROM {prefix}shard_migrations WHERE version >= 5")
+    finally:
+        await router.close()
+
+    report = await init_cluster(settings)
+    assert sum(counts["upgraded"] for counts in report.schemas.values()) == 1
+
+    router = await Router.open(settings)
+    try:
+        async with router.begin(shard) as conn:
+            version = await conn.scalar(text(f"SELECT max(version) FROM {prefix}shard_migrations"))
+            assert version == head(SHARD_UPGRADES) >= 5
+            block = await reserve_ids(conn, shard, 3)
+            assert [shard_of(id_) for id_ in block] == [shard] * 3
+            assert block == sorted(set(block))
+            if postgres:
+                first = await conn.scalar(text(f"SELECT {schema}.next_ids(2)"))
+                converted = await conn.scalar(text(f"SELECT {schema}.id_from_counter({first})"))
+                assert converted == from_counter(first, shard) > block[-1]
+    finally:
+        await router.close()

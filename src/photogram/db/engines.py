@@ -12,7 +12,12 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from photogram.db.ids import SQLITE_FUNCTION, sqlite_next_id_function
+from photogram.db.ids import (
+    SQLITE_BLOCK_FUNCTION,
+    SQLITE_FUNCTION,
+    sqlite_next_id_function,
+    sqlite_next_ids_function,
+)
 from photogram.errors import DatabaseUnavailableError
 from photogram.settings import Settings
 
@@ -75,6 +80,7 @@ def _sqlite_engine(dsn: str) -> AsyncEngine:
         cursor.close()
         raw: sqlite3.Connection = dbapi_connection.driver_connection._conn
         dbapi_connection.create_function(SQLITE_FUNCTION, 1, sqlite_next_id_function(raw))
+        dbapi_connection.create_function(SQLITE_BLOCK_FUNCTION, 2, sqlite_next_ids_function(raw))
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:

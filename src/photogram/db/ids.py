@@ -26,6 +26,11 @@ Two flaws of the published ``next_id()`` are fixed here:
 The catch-up tolerance means an ID's time field can trail its insert by up to
 ``CATCH_UP_MS``; in exchange the counter is written back (a WAL record on
 PostgreSQL) at most once a millisecond per shard instead of for every ID.
+
+Bulk inserts reserve a block instead (``reserve_ids``; ``next_ids(n)`` in SQL):
+one lock and one counter write give ``n`` consecutive counter values, the same
+IDs that ``n`` successive ``next_id()`` calls would have made, at the cost of one
+call per batch instead of one per row.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, bindparam
+from sqlalchemy import BigInteger, Integer, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -152,7 +158,17 @@ def counter_floor(when_ms: int) -> int:
     return (when_ms - EPOCH_MS) << SEQUENCE_BITS
 
 
+def check_block_size(n: object) -> int:
+    """``n`` if it is a usable number of IDs to reserve at once, else ValueError."""
+    # bool is an int to Python but never a count anyone meant.
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"a block of IDs needs a positive whole number of IDs, not {n!r}")
+    return n
+
+
 # --- PostgreSQL: the ID is made inside the database, per logical shard schema ---------------
+
+_PG_EXHAUSTED = f"photogram ID space exhausted (time field ends at {HORIZON.isoformat()})"
 
 
 def pg_next_id_ddl(schema: str, shard: int) -> list[str]:
@@ -193,11 +209,79 @@ BEGIN
              ELSE currval('{seq}') END,
         pg_advisory_unlock({ADVISORY_LOCK_CLASS}, {shard})::int - 1);
     IF t > {MAX_COUNTER} THEN
-        RAISE EXCEPTION 'photogram ID space exhausted (time field ends at {HORIZON.isoformat()})';
+        RAISE EXCEPTION '{_PG_EXHAUSTED}';
     END IF;
     RETURN ((t >> {SEQUENCE_BITS}) << {TIME_SHIFT}) | {shard << SHARD_SHIFT}
         | (t & {SEQUENCE_MASK});
 END
+$fn$""",
+        *pg_next_ids_ddl(schema, shard),
+    ]
+
+
+def pg_next_ids_ddl(schema: str, shard: int) -> list[str]:
+    """DDL giving ``schema`` (which has ``next_id()``) block reservation.
+
+    ``next_ids(n)`` reserves ``n`` consecutive counter values and returns the
+    first, ``T``; the block's IDs are ``id_from_counter(T)`` …
+    ``id_from_counter(T + n - 1)``, exactly what ``n`` successive ``next_id()``
+    calls would have returned. It returns the counter rather than an ID
+    because a block that crosses a millisecond is not a run of consecutive IDs
+    (the sequence field wraps into the time field, past the shard bits).
+
+    The lock discipline is ``next_id()``'s: lock, read, clock, write, unlock in
+    one expression. The counter is read with ``pg_sequence_last_value`` (which
+    does not advance it) and written once, by the ``setval`` that moves it to
+    the block's last value, so a block costs one lock and one counter write
+    whatever its size. The read is a function argument, not a scalar subquery
+    (which PostgreSQL may run as an init plan, outside the evaluation order
+    the lock relies on). Both reads happen under the lock, which every writer
+    of the sequence holds, so they see the same value.
+
+    ``id_from_counter(t)`` is a one-expression SQL function that the planner
+    inlines, so ``INSERT … SELECT id_from_counter(first + g)`` pays for no
+    function call per row.
+    """
+    if not 0 <= shard <= SHARD_MASK:
+        raise ValueError(f"logical shard out of range: {shard}")
+    seq = f"{schema}.id_counter"
+    clock_ms = f"(floor(date_part('epoch', clock_timestamp()) * 1000)::bigint - {EPOCH_MS})"
+    # The counter's last value; -1 before anything was taken, so the first ID is counter 0.
+    locked_last = (
+        f"coalesce(pg_sequence_last_value(CASE WHEN pg_advisory_lock({ADVISORY_LOCK_CLASS}, "
+        f"{shard}) IS NULL THEN '{seq}'::regclass ELSE '{seq}'::regclass END), -1)"
+    )
+    last = f"coalesce(pg_sequence_last_value('{seq}'::regclass), -1)"
+    return [
+        f"""
+CREATE OR REPLACE FUNCTION {schema}.next_ids(n integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    t bigint;
+BEGIN
+    IF n IS NULL OR n < 1 THEN
+        RAISE EXCEPTION 'next_ids(n) needs a positive number of IDs, not %',
+            coalesce(n::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One expression, evaluated in this order: lock, read the counter, clock, setval to
+    -- the block's last value (from the clock if the counter lags it by more than
+    -- CATCH_UP_MS, as next_id() does), unlock. t is then the block's first value.
+    t := greatest(
+        setval('{seq}', CASE WHEN {locked_last} + 1
+                                  < ({clock_ms} - {CATCH_UP_MS}) << {SEQUENCE_BITS}
+                             THEN {clock_ms} << {SEQUENCE_BITS}
+                             ELSE {last} + 1 END + n - 1),
+        pg_advisory_unlock({ADVISORY_LOCK_CLASS}, {shard})::int - 1) - (n - 1);
+    IF t + (n - 1) > {MAX_COUNTER} THEN
+        RAISE EXCEPTION '{_PG_EXHAUSTED}';
+    END IF;
+    RETURN t;
+END
+$fn$""",
+        f"""
+CREATE OR REPLACE FUNCTION {schema}.id_from_counter(t bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT ((t >> {SEQUENCE_BITS}) << {TIME_SHIFT}) | {shard << SHARD_SHIFT} | (t & {SEQUENCE_MASK})
 $fn$""",
     ]
 
@@ -206,14 +290,33 @@ $fn$""",
 
 SQLITE_COUNTER_TABLE = "id_counters"
 SQLITE_FUNCTION = "photogram_next_id"
+SQLITE_BLOCK_FUNCTION = "photogram_next_ids"
 
+# Moves the shard's counter to the last value of a block of ?3 and returns it: from
+# the clock floor ?2 when the row is new or lags it by more than CATCH_UP_MS, else
+# straight on from the counter. A single ID is the block of one.
 _SQLITE_BUMP = f"""
-INSERT INTO {SQLITE_COUNTER_TABLE} (shard, counter) VALUES (?1, ?2)
+INSERT INTO {SQLITE_COUNTER_TABLE} (shard, counter) VALUES (?1, ?2 + ?3 - 1)
 ON CONFLICT (shard) DO UPDATE SET counter = CASE
-    WHEN counter + 1 < excluded.counter - ({CATCH_UP_MS} << {SEQUENCE_BITS}) THEN excluded.counter
-    ELSE counter + 1 END
+    WHEN counter + 1 < ?2 - ({CATCH_UP_MS} << {SEQUENCE_BITS}) THEN ?2 + ?3 - 1
+    ELSE counter + ?3 END
 RETURNING counter
 """
+
+
+def _sqlite_shard(shard: object) -> int:
+    if not isinstance(shard, int) or not 0 <= shard <= SHARD_MASK:
+        raise ValueError(f"logical shard out of range: {shard!r}")
+    return shard
+
+
+def _sqlite_reserve(conn: sqlite3.Connection, shard: int, n: int) -> int:
+    """The first counter value of a fresh block of ``n`` on ``shard``'s counter row."""
+    floor = max(counter_floor(time.time_ns() // 1_000_000), 0)
+    (last,) = conn.execute(_SQLITE_BUMP, (shard, floor, n)).fetchone()
+    if last > MAX_COUNTER:
+        raise IdHorizonError(f"ID space exhausted: the time field ends at {HORIZON}")
+    return int(last) - (n - 1)
 
 
 def sqlite_next_id_function(conn: sqlite3.Connection) -> Callable[[object], int]:
@@ -226,15 +329,20 @@ def sqlite_next_id_function(conn: sqlite3.Connection) -> Callable[[object], int]
     """
 
     def next_id(shard: object) -> int:
-        if not isinstance(shard, int) or not 0 <= shard <= SHARD_MASK:
-            raise ValueError(f"logical shard out of range: {shard!r}")
-        floor = max(counter_floor(time.time_ns() // 1_000_000), 0)
-        (counter,) = conn.execute(_SQLITE_BUMP, (shard, floor)).fetchone()
-        if counter > MAX_COUNTER:
-            raise IdHorizonError(f"ID space exhausted: the time field ends at {HORIZON}")
-        return from_counter(counter, shard)
+        checked = _sqlite_shard(shard)
+        return from_counter(_sqlite_reserve(conn, checked, 1), checked)
 
     return next_id
+
+
+def sqlite_next_ids_function(conn: sqlite3.Connection) -> Callable[[object, object], int]:
+    """``photogram_next_ids(shard, n)`` for SQLite, to register on ``conn``: PostgreSQL's
+    ``next_ids(n)``, the first counter value of a block of ``n``, with one counter update."""
+
+    def next_ids(shard: object, n: object) -> int:
+        return _sqlite_reserve(conn, _sqlite_shard(shard), check_block_size(n))
+
+    return next_ids
 
 
 # --- In statements: the same call on both backends --------------------------------------------
@@ -276,3 +384,71 @@ def _next_id_sqlite(element: NextId, compiler: SQLCompiler, **kw: Any) -> str:
 
 def next_id(shard: int) -> NextId:
     return NextId(shard)
+
+
+class _ReserveBlock(ColumnElement[int]):
+    """The first counter value of a fresh block of ``:next_ids_n`` IDs on shard
+    ``:next_ids_shard`` (see reserve_ids)."""
+
+    inherit_cache = True
+    type = BigInteger()
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012
+        ("shard", InternalTraversal.dp_clauseelement),
+        ("n", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self) -> None:
+        self.shard = bindparam("next_ids_shard", type_=Integer())
+        self.n = bindparam("next_ids_n", type_=Integer())
+
+
+@compiles(_ReserveBlock, "postgresql")
+def _reserve_block_postgresql(element: _ReserveBlock, compiler: SQLCompiler, **kw: Any) -> str:
+    from photogram.db.metadata import shard_migrations  # any table of the shard schema
+
+    preparer = compiler.preparer
+    schema = preparer.quote_schema(preparer.schema_for_object(shard_migrations))
+    return f"{schema}.next_ids({compiler.process(element.n, **kw)})"
+
+
+@compiles(_ReserveBlock, "sqlite")
+def _reserve_block_sqlite(element: _ReserveBlock, compiler: SQLCompiler, **kw: Any) -> str:
+    shard = compiler.process(element.shard, **kw)
+    return f"{SQLITE_BLOCK_FUNCTION}({shard}, {compiler.process(element.n, **kw)})"
+
+
+# Built once: a bulk path calls this per batch, and building and keying a statement
+# each time would cost as much as the database call.
+_RESERVE_BLOCK = select(_ReserveBlock())
+
+
+def block_ids(first: int, n: int, shard: int) -> list[int]:
+    """The IDs of counter values ``first`` … ``first + n - 1`` on ``shard``, in order."""
+    # Within one millisecond consecutive counter values are consecutive IDs, so the
+    # block is a few ranges (one per millisecond it spans), not n conversions.
+    made: list[int] = []
+    counter, end = first, first + n
+    while counter < end:
+        stop = min(end, (counter | SEQUENCE_MASK) + 1)
+        start_id = from_counter(counter, shard)
+        made.extend(range(start_id, start_id + (stop - counter)))
+        counter = stop
+    return made
+
+
+async def reserve_ids(conn: AsyncConnection, shard: int, n: int) -> list[int]:
+    """``n`` fresh IDs of logical shard ``shard``, in increasing order, for explicit inserts.
+
+    They are the IDs ``n`` successive ``next_id(shard)`` calls would make, taken
+    with one database call, one lock and one counter write instead of ``n``.
+    ``conn`` must be routed to the shard (its schema translation names the
+    shard's schema), as ``Router.begin(shard)`` gives it. On SQLite the block
+    is taken inside ``conn``'s transaction and a rollback returns it; on
+    PostgreSQL, as with ``next_id()``, it is gone whatever happens.
+    """
+    if not 0 <= shard <= SHARD_MASK:
+        raise ValueError(f"logical shard out of range: {shard}")
+    check_block_size(n)
+    params = {"next_ids_shard": shard, "next_ids_n": n}
+    first = (await conn.execute(_RESERVE_BLOCK, params)).scalar_one()
+    return block_ids(first, n, shard)

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Insert, MetaData, Table, insert, inspect, sel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from photogram.db.engines import WRITE_OPTION, Engines
-from photogram.db.ids import SQLITE_COUNTER_TABLE, pg_next_id_ddl
+from photogram.db.ids import SQLITE_COUNTER_TABLE, pg_next_id_ddl, pg_next_ids_ddl
 from photogram.db.metadata import (
     SHARD_SCHEMA,
     cluster,
@@ -70,6 +70,19 @@ def create_tables(metadata: MetaData, *names: str) -> Callable[[Connection], Non
     return upgrade
 
 
+def add_next_ids(sync: Connection) -> None:
+    """Block ID reservation (``next_ids``) for a shard schema made before it had it."""
+    # SQLite's block function is registered on every connection: nothing to store.
+    if sync.dialect.name != "postgresql":
+        return
+    schema = sync.get_execution_options()["schema_translate_map"][SHARD_SCHEMA]
+    shard = int(schema.removeprefix("s"))
+    if schema_name(shard) != schema:
+        raise ValueError(f"not a shard schema: {schema!r}")
+    for ddl in pg_next_ids_ddl(schema, shard):
+        sync.exec_driver_sql(ddl)
+
+
 # Later schema changes, in version order (the first is version 2).
 GLOBAL_UPGRADES: Sequence[Migration] = (
     Migration(
@@ -112,6 +125,7 @@ SHARD_UPGRADES: Sequence[Migration] = (
             "idempotency_keys",
         ),
     ),
+    Migration(5, "block ID reservation", add_next_ids),
 )
 
 
