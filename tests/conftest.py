@@ -3,13 +3,17 @@
 PostgreSQL is the real server at PHOTOGRAM_TEST_POSTGRES (default: the local one, trust
 auth). Each cluster gets its own freshly created databases, dropped at the end of the
 session; two databases stand in for two servers and nothing assumes they share one.
+Clusters cache in a real memcached, started once for the session; each cluster has a key
+space of its own on it (``cache_key_version``), as it has databases of its own. The
+embedded instance caches in-process.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -18,6 +22,7 @@ import pytest
 from photogram.db.migrations import init_cluster
 from photogram.db.router import Router
 from photogram.settings import Settings
+from tests.memcached import Memcached
 
 ADMIN_DSN = os.environ.get(
     "PHOTOGRAM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -63,6 +68,19 @@ class PostgresFactory:
 
 
 @pytest.fixture(scope="session")
+def cluster_memcached() -> Iterator[Memcached]:
+    """The memcached server the session's cluster instances cache in."""
+    server = Memcached(memory_mb=256)
+    yield server
+    server.stop()
+
+
+#: A key space of its own on the session's memcached for each cluster instance: databases
+#: of different tests hand out the same IDs.
+_key_spaces = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
 async def postgres() -> AsyncIterator[PostgresFactory]:
     factory = PostgresFactory()
     yield factory
@@ -90,14 +108,23 @@ def make_settings(
     tmp_path_factory: pytest.TempPathFactory,
     postgres: PostgresFactory,
 ) -> MakeSettings:
-    """Fresh, uninitialised settings for the backend under test (each call a new instance)."""
+    """Fresh, uninitialised settings for the backend under test (each call a new instance):
+    the embedded default (SQLite, in-process cache), or a cluster (two PostgreSQL
+    databases, the session's memcached)."""
+    cache: Memcached | None = None
+    if request.param == "postgres":
+        cache = request.getfixturevalue("cluster_memcached")
 
     async def make(**extra: object) -> Settings:
-        if request.param == "sqlite":
+        if request.param == "sqlite" or cache is None:
             return sqlite_settings(tmp_path_factory.mktemp("embedded"), **extra)
         # Files (media, spool) in a directory of the test's own, not the working directory.
-        files = {"data_dir": tmp_path_factory.mktemp("cluster")}
-        return await postgres.cluster_settings(**files | extra)
+        cluster = {
+            "data_dir": tmp_path_factory.mktemp("cluster"),
+            "cache_servers": [cache.address],
+            "cache_key_version": next(_key_spaces),
+        }
+        return await postgres.cluster_settings(**cluster | extra)
 
     return make
 

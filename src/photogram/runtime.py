@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 
+from photogram.cache import LeaseCache, open_cache
 from photogram.db.router import Router
 from photogram.media.stores import BlobStore, open_stores
 from photogram.settings import Settings
@@ -23,21 +24,51 @@ class Runtime:
     relay: Relay
     #: Media stores by name; ``store`` is the one in use.
     stores: dict[str, BlobStore]
+    #: The look-aside cache (docs/cache.md): memcached with ``cache_servers``, else in-process.
+    cache: LeaseCache = field(init=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: Work started for a request that answered before it finished (kept from collection).
     _background: set[asyncio.Task[object]] = field(default_factory=set, repr=False)
 
+    def __post_init__(self) -> None:
+        self.cache = open_cache(self.settings)
+        # Tasks reach the cache (and the stores) through their relay.
+        if self.relay.runtime is None:
+            self.relay.runtime = self
+
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         router = await Router.open(settings)
-        runtime = cls(settings, router, Relay(router), open_stores(settings))
-        runtime.relay.runtime = runtime
-        return runtime
+        return cls(settings, router, Relay(router), open_stores(settings))
 
     @property
     def store(self) -> BlobStore:
         return self.stores[self.settings.media_store]
+
+    @contextlib.asynccontextmanager
+    async def invalidating(self, *keys: str) -> AsyncIterator[set[str]]:
+        """Invalidate ``keys``, and the keys added to the set it yields, as the block ends.
+
+        Open it around the transaction that changes what they cache, never inside it::
+
+            async with runtime.invalidating(key) as changed, runtime.router.begin(shard) as conn:
+                ...  # changed.add(other_key)
+
+        The transaction's block ends first, so the keys go after the commit, and a reader
+        that filled them from the database meanwhile has its lease voided (docs/cache.md).
+        They go however the block ends (an early return commits too; a rollback makes them
+        only miss once).
+        """
+        changed = set(keys)
+        try:
+            yield changed
+        finally:
+            await self.cache.invalidate(changed)
+
+    async def invalidate(self, keys: Iterable[str]) -> None:
+        """Invalidate ``keys`` now: call it after the commit of what changed them."""
+        await self.cache.invalidate(keys)
 
     def in_background(self, work: Coroutine[object, object, object]) -> asyncio.Task[object]:
         """Run ``work`` beyond the request that started it (the app waits for it at shutdown)."""
@@ -64,4 +95,5 @@ class Runtime:
             self._sweeper = None
         for store in self.stores.values():
             await store.close()
+        await self.cache.close()
         await self.router.close()

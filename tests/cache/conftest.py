@@ -6,91 +6,18 @@ fixtures; a test may kill, pause or resume one mid-test.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from photogram.cache import LeaseCache, LocalLeaseCache, MemcachedLeaseCache
-
-MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+from tests.memcached import Memcached
 
 #: Generous on purpose: no test may depend on how fast this machine is.
 LEASE_WAIT = 5.0
 TIMEOUT = 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Memcached:
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        command = [MEMCACHED, "-p", str(self.port), "-U", "0", "-l", "127.0.0.1", "-m", "32"]
-        if os.geteuid() == 0:
-            command += ["-u", "root"]  # memcached refuses to run as root unless told so
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(200):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.proc.poll() is not None:
-                assert self.proc.stderr is not None
-                raise RuntimeError(f"memcached did not start: {self.proc.stderr.read()!r}")
-            time.sleep(0.025)
-        raise RuntimeError(f"memcached on port {self.port} does not answer")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def pause(self) -> None:
-        """The process stops answering but keeps its connections and its data."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-        # The signal lands asynchronously: wait until every thread is stopped, or a
-        # request sent right after could still be answered.
-        tasks = Path(f"/proc/{self.proc.pid}/task")
-        for _ in range(400):
-            states = [
-                (task / "stat").read_text().rpartition(")")[2].split()[0]
-                for task in tasks.iterdir()
-            ]
-            if all(state == "T" for state in states):
-                return
-            time.sleep(0.005)
-        raise RuntimeError("memcached did not stop")
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # nothing in it is worth a graceful shutdown
-            self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @pytest.fixture
@@ -108,12 +35,11 @@ def memcached() -> Iterator[Callable[[], Memcached]]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def shared_memcached() -> Iterator[Memcached]:
-    """One server for the tests that do not stop it; each cache has its own key prefix."""
-    server = Memcached()
-    yield server
-    server.stop()
+@pytest.fixture
+def shared_memcached(cluster_memcached: Memcached) -> Memcached:
+    """The session's server, for the tests that do not stop it; each cache has its own key
+    prefix."""
+    return cluster_memcached
 
 
 @pytest.fixture

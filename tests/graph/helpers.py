@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from photogram.cache import account_key
 from photogram.db.ids import shard_of
 from photogram.db.metadata import (
     accounts,
@@ -46,6 +47,8 @@ async def lock(client: Client, user: User) -> None:
         await conn.execute(
             update(accounts).where(accounts.c.id == int(user.id)).values(locked=True)
         )
+    # Written behind the app's back: the cached row goes as a write path's would.
+    await client.runtime.invalidate([account_key(int(user.id))])
 
 
 async def me(client: Client, user: User) -> dict[str, Any]:

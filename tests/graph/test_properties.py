@@ -62,10 +62,11 @@ async def late_runtime(make_settings: MakeSettings) -> AsyncIterator[Runtime]:
     settings = (await make_settings()).model_copy(update=FAST)
     await init_cluster(settings, 16)
     router = await Router.open(settings)
+    runtime = Runtime(settings=settings, router=router, relay=LateRelay(router), stores={})
     try:
-        yield Runtime(settings=settings, router=router, relay=LateRelay(router), stores={})
+        yield runtime
     finally:
-        await router.close()
+        await runtime.close()  # the cache's connections, and the router's
 
 
 async def make_accounts(runtime: Runtime, shards: list[int]) -> list[int]:

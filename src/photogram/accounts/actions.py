@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from photogram.accounts import avatars
@@ -22,6 +22,7 @@ from photogram.accounts.queries import (
     load_accounts,
     username_prefix,
 )
+from photogram.cache import Record, account_counters_key, account_key
 from photogram.db.ids import next_id
 from photogram.db.metadata import (
     accounts,
@@ -142,7 +143,11 @@ async def do_sign_up(runtime: Runtime, sign_up: SignUp) -> int:
         raise validation_failed("username", "ERR_TAKEN", "has already been taken") from None
 
     try:
-        async with router.begin(shard) as conn:
+        # Its keys may hold "no such account", cached by a request that named the ID early.
+        async with (
+            runtime.invalidating(account_key(account_id), account_counters_key(account_id)),
+            router.begin(shard) as conn,
+        ):
             await conn.execute(
                 insert(accounts).values(
                     id=account_id,
@@ -164,8 +169,8 @@ async def do_sign_up(runtime: Runtime, sign_up: SignUp) -> int:
     return account_id
 
 
-async def account_row(runtime: Runtime, account_id: int) -> Row[Any]:
-    row = await load_account(runtime.router, account_id)
+async def account_row(runtime: Runtime, account_id: int) -> Record:
+    row = (await load_accounts(runtime, [account_id])).get(account_id)
     if row is None:
         raise ApiError(404, "Record not found")
     return row
@@ -275,7 +280,10 @@ async def do_update_profile(runtime: Runtime, account_id: int, change: ProfileCh
         return
     old: tuple[str, str] | None = None
     try:
-        async with runtime.router.begin_for(account_id) as conn:
+        async with (
+            runtime.invalidating(account_key(account_id)),
+            runtime.router.begin_for(account_id) as conn,
+        ):
             if written is not None:
                 # Locked, so two uploads at once each delete exactly the object they replaced.
                 old_key = await conn.scalar(
@@ -347,7 +355,7 @@ async def blockers_of(router: Router, viewer_id: int, candidates: Iterable[int])
         return {int(i) for i in found}
 
 
-async def visible_account(runtime: Runtime, viewer_id: int | None, account_id: int) -> Row[Any]:
+async def visible_account(runtime: Runtime, viewer_id: int | None, account_id: int) -> Record:
     """The account row as ``viewer_id`` (None: anonymous) may see it, or a 404.
 
     An account that blocks the viewer does not exist as far as the viewer can tell.
@@ -376,7 +384,7 @@ def local_domains(settings: Settings) -> frozenset[str]:
     return frozenset(d.lower() for d in (parts.netloc, parts.hostname or "") if d)
 
 
-async def lookup_account(runtime: Runtime, viewer_id: int | None, acct: str) -> Row[Any]:
+async def lookup_account(runtime: Runtime, viewer_id: int | None, acct: str) -> Record:
     username = local_username(runtime.settings, acct)
     if username is None:
         raise ApiError(404, "Record not found")
@@ -399,7 +407,7 @@ async def search_accounts(
     limit: int,
     offset: int = 0,
     following: bool = False,
-) -> list[Row[Any]]:
+) -> list[Record]:
     """Accounts whose username starts with ``q``, shortest (so an exact match) first.
 
     ``offset`` counts directory matches, and accounts hidden by a block (either way) are
@@ -418,7 +426,7 @@ async def search_accounts(
     if not ids:
         return []
     hidden, rows = await asyncio.gather(
-        hidden_from(router, viewer_id, ids), load_accounts(router, ids)
+        hidden_from(router, viewer_id, ids), load_accounts(runtime, ids)
     )
     return [rows[i] for i in ids if i in rows and i not in hidden]
 

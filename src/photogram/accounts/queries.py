@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, Select, func, select
 
+from photogram.cache import Record, RowShape, account_counters_key, account_key
 from photogram.db.metadata import accounts, emails, usernames
 from photogram.db.router import Router
 
-# Everything an Account entity shows (not the password hash, not the e-mail).
-PUBLIC_COLUMNS = (
+if TYPE_CHECKING:
+    from photogram.runtime import Runtime
+
+# The profile: what only the account itself changes.
+PROFILE_COLUMNS = (
     accounts.c.id,
     accounts.c.username,
     accounts.c.display_name,
@@ -19,12 +23,22 @@ PUBLIC_COLUMNS = (
     accounts.c.avatar_key,
     accounts.c.locked,
     accounts.c.discoverable,
+    accounts.c.created_at,
+)
+# The counts: what other accounts' follows (and the account's posts) change.
+COUNTER_COLUMNS = (
     accounts.c.followers_count,
     accounts.c.following_count,
     accounts.c.statuses_count,
     accounts.c.last_status_at,
-    accounts.c.created_at,
 )
+# Everything an Account entity shows (not the password hash, not the e-mail).
+PUBLIC_COLUMNS = (*PROFILE_COLUMNS, *COUNTER_COLUMNS)
+
+# How the two parts are cached (``account_key`` and ``account_counters_key``): apart, so a
+# follow, which changes two accounts' counts, leaves both profiles cached.
+PROFILE = RowShape(PROFILE_COLUMNS)
+COUNTERS = RowShape(COUNTER_COLUMNS)
 
 
 def select_accounts(ids: Iterable[int]) -> Select[Any]:
@@ -52,10 +66,39 @@ def username_prefix(prefix: str, limit: int, offset: int = 0) -> Select[Any]:
     )
 
 
-async def load_accounts(router: Router, ids: Iterable[int]) -> dict[int, Row[Any]]:
-    """Account rows by ID from every shard they live on: one query per physical database."""
-    return {row.id: row for row in await router.by_ids(select_accounts, ids)}
+async def load_accounts(runtime: Runtime, ids: Iterable[int]) -> dict[int, Record]:
+    """Account rows by ID (those that exist), through the cache: one bulk get, and for what
+    it misses one query per physical database.
+
+    Each account is two keys, its profile and its counts, read in the same round trip.
+    """
+    wanted = [i for i in dict.fromkeys(int(i) for i in ids) if runtime.router.holds(i)]
+    if not wanted:
+        return {}
+    owner = {account_key(i): i for i in wanted} | {account_counters_key(i): i for i in wanted}
+
+    async def fetch(keys: list[str]) -> Mapping[str, Any]:
+        found: dict[str, Any] = {}
+        for row in await runtime.router.by_ids(select_accounts, {owner[k] for k in keys}):
+            found[account_key(row.id)] = PROFILE.dump(row)
+            found[account_counters_key(row.id)] = COUNTERS.dump(row)
+        return found
+
+    cached = await runtime.cache.read_through(owner, fetch)
+    rows: dict[int, Record] = {}
+    for i in wanted:
+        profile, counts = cached.get(account_key(i)), cached.get(account_counters_key(i))
+        # One without the other: the account was made or removed between the two fills.
+        if profile is not None and counts is not None:
+            rows[i] = Record(PROFILE.load(profile) | COUNTERS.load(counts))
+    return rows
 
 
 async def load_account(router: Router, id_: int) -> Row[Any] | None:
-    return (await load_accounts(router, [id_])).get(id_)
+    """An account row straight from its shard, past the cache: for the checks of signing
+    up and signing in, which must see what is committed."""
+    if not router.holds(id_):
+        return None
+    async with router.connect_for(id_) as conn:
+        row: Row[Any] | None = (await conn.execute(select_accounts([id_]))).first()
+    return row

@@ -6,12 +6,14 @@ from photogram.cache.base import UNREACHABLE, Lease, LeaseCache, Loader, Lookup
 from photogram.cache.keys import (
     account_counters_key,
     account_key,
+    media_key,
     relationship_key,
     status_counters_key,
     status_key,
 )
 from photogram.cache.local import LocalLeaseCache
 from photogram.cache.memcached import MemcachedLeaseCache
+from photogram.cache.rows import Record, RowShape
 from photogram.settings import Settings
 
 __all__ = [
@@ -22,8 +24,11 @@ __all__ = [
     "LocalLeaseCache",
     "Lookup",
     "MemcachedLeaseCache",
+    "Record",
+    "RowShape",
     "account_counters_key",
     "account_key",
+    "media_key",
     "open_cache",
     "relationship_key",
     "status_counters_key",

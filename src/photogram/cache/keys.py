@@ -25,19 +25,24 @@ class Dataset:
         return f"{self.name}:v{self.version}:" + ":".join(str(int(i)) for i in ids)
 
 
-#: An account as every page shows it (profile fields, avatar URLs).
+#: An account's row as every page shows it (profile fields, avatar key), without its counts.
 ACCOUNTS = Dataset("account", 1)
-#: A status with its media attachments, as hydration renders it (before viewer-specific parts).
+#: A status's row without its counts, and the accounts it mentions.
 STATUSES = Dataset("status", 1)
-#: An account's followers/following/statuses counts: changed by other people's writes, so
-#: kept apart from the account itself, which then stays cached across follows.
+#: An account's followers/following/statuses counts and last post: changed by other
+#: people's writes, so kept apart from the account itself, which then stays cached across
+#: follows.
 ACCOUNT_COUNTERS = Dataset("account_counts", 1)
 #: A status's favourites/replies counts: the most written part of a status.
 STATUS_COUNTERS = Dataset("status_counts", 1)
-#: How one account relates to another (follow, request, block, mute), seen from the first.
+#: How one account relates to another (follow, request, block, mute), seen from the first:
+#: the edges between them kept on the first one's shard.
 RELATIONSHIPS = Dataset("relationship", 1)
+#: A photo's row and the rows of its stored objects (not their URLs: those are signed,
+#: and expire, so they are made as the photo is shown).
+MEDIA = Dataset("media", 1)
 
-DATASETS = (ACCOUNTS, STATUSES, ACCOUNT_COUNTERS, STATUS_COUNTERS, RELATIONSHIPS)
+DATASETS = (ACCOUNTS, STATUSES, ACCOUNT_COUNTERS, STATUS_COUNTERS, RELATIONSHIPS, MEDIA)
 
 
 def account_key(account_id: int) -> str:
@@ -58,6 +63,10 @@ def status_counters_key(status_id: int) -> str:
 
 def relationship_key(account_id: int, target_id: int) -> str:
     return RELATIONSHIPS.key(account_id, target_id)
+
+
+def media_key(media_id: int) -> str:
+    return MEDIA.key(media_id)
 
 
 def dataset_of(key: str) -> str:

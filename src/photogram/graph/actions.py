@@ -17,6 +17,7 @@ from sqlalchemy import Row, Table, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from photogram.accounts.queries import load_accounts, select_accounts
+from photogram.cache import Record, relationship_key
 from photogram.db.ids import shard_of
 from photogram.db.metadata import (
     accounts,
@@ -33,6 +34,7 @@ from photogram.graph.queries import (
     add_edge,
     delete_edge,
     edge,
+    edge_keys,
     edge_page,
     lock_account,
     remove_edge,
@@ -55,9 +57,9 @@ def check_not_self(viewer_id: int, target_id: int, verb: str) -> None:
         raise ApiError(422, f"You cannot {verb} yourself")
 
 
-async def check_account(runtime: Runtime, raw_id: str) -> Row[Any]:
+async def check_account(runtime: Runtime, raw_id: str) -> Record:
     account_id = path_id(runtime, raw_id)
-    row = (await load_accounts(runtime.router, [account_id])).get(account_id)
+    row = (await load_accounts(runtime, [account_id])).get(account_id)
     if row is None:
         raise not_found()
     return row
@@ -91,7 +93,10 @@ async def do_follow(
     options given; a request already pending stays pending while the account is locked."""
     target_id = int(target.id)
     queued: list[int] = []
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(*edge_keys(viewer_id, target_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(lock_account(viewer_id))
         if await _exists(conn, blocks, viewer_id, target_id) or await _exists(
             conn, blocked_by, viewer_id, target_id
@@ -131,7 +136,10 @@ async def do_follow(
 async def do_unfollow(runtime: Runtime, viewer_id: int, target_id: int) -> None:
     """Stop following ``target_id``, or withdraw a pending request to it."""
     queued: list[int] = []
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(*edge_keys(viewer_id, target_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(lock_account(viewer_id))
         unfollowed = await remove_edge(
             conn, follows, viewer_id, target_id, counter=accounts.c.following_count
@@ -155,7 +163,10 @@ async def do_block(runtime: Runtime, viewer_id: int, target_id: int) -> None:
     """
     shard = shard_of(viewer_id)
     queued: list[int] = []
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(*edge_keys(viewer_id, target_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(lock_account(viewer_id))
         block_id = await add_edge(conn, blocks, viewer_id, target_id)
         if block_id is None:
@@ -184,7 +195,10 @@ async def do_block(runtime: Runtime, viewer_id: int, target_id: int) -> None:
 
 async def do_unblock(runtime: Runtime, viewer_id: int, target_id: int) -> None:
     queued: list[int] = []
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(relationship_key(viewer_id, target_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(lock_account(viewer_id))
         if await remove_edge(conn, blocks, viewer_id, target_id) is not None:
             queued.append(
@@ -198,14 +212,20 @@ async def do_mute(
 ) -> None:
     """Mute (again: the new options replace the old). Only the muter ever needs to know."""
     expires_at = datetime.now(UTC) + timedelta(seconds=duration) if duration else None
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(relationship_key(viewer_id, target_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(
             upsert_mute(conn.dialect.name, viewer_id, target_id, notifications, expires_at)
         )
 
 
 async def do_unmute(runtime: Runtime, viewer_id: int, target_id: int) -> None:
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(relationship_key(viewer_id, target_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(delete_edge(mutes, viewer_id, target_id))
 
 
@@ -216,7 +236,10 @@ async def do_remove_from_followers(runtime: Runtime, viewer_id: int, follower_id
     (with its count), and a command takes the very follow it mirrored (by ID) away there.
     """
     queued: list[int] = []
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(*edge_keys(viewer_id, follower_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(lock_account(viewer_id))
         follow_id = await remove_edge(
             conn, followers, viewer_id, follower_id, counter=accounts.c.followers_count
@@ -245,7 +268,10 @@ async def do_answer_request(
     pending request: 404, as Mastodon answers.
     """
     queued: list[int] = []
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(relationship_key(viewer_id, requester_id)),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(lock_account(viewer_id))
         request_id = await remove_edge(conn, follow_requests_in, viewer_id, requester_id)
         if request_id is None:
@@ -271,20 +297,20 @@ async def relationships(
 ) -> list[Relationship]:
     """One Relationship per existing account, in the order asked (repeats once)."""
     wanted = list(dict.fromkeys(target_ids))
-    existing = await load_accounts(runtime.router, wanted)
+    existing = await load_accounts(runtime, wanted)
     present = [t for t in wanted if t in existing]
-    edges = await viewer_edges(runtime.router, viewer_id, present)
+    edges = await viewer_edges(runtime, viewer_id, present)
     return [render_relationship(t, edges) for t in present]
 
 
 async def relationship(runtime: Runtime, viewer_id: int, target_id: int) -> Relationship:
-    edges = await viewer_edges(runtime.router, viewer_id, [target_id])
+    edges = await viewer_edges(runtime, viewer_id, [target_id])
     return render_relationship(target_id, edges)
 
 
 async def account_list(
     runtime: Runtime, table: Table, owner_id: int, page: Page, viewer_id: int | None
-) -> tuple[list[Row[Any]], int | None, int | None]:
+) -> tuple[list[Record], int | None, int | None]:
     """A page of the accounts at the far end of ``owner_id``'s edges, newest edge first,
     and the newest and oldest edge IDs of the page (for the Link header).
 
@@ -300,26 +326,26 @@ async def account_list(
     hidden: set[int] = set()
     if viewer_id is not None:
         hidden = await hidden_from(runtime.router, viewer_id, [owner_id, *target_ids])
-    found: dict[int, Row[Any]] = {}
+    found: dict[int, Record] = {}
     if owner_id not in hidden:
-        found = await load_accounts(runtime.router, target_ids)
+        found = await load_accounts(runtime, target_ids)
     shown = [found[t] for t in target_ids if t in found and t not in hidden]
     return shown, int(rows[0].id), int(rows[-1].id)
 
 
 async def follow_requests(
     runtime: Runtime, viewer_id: int, page: Page
-) -> tuple[list[Row[Any]], int | None, int | None]:
+) -> tuple[list[Record], int | None, int | None]:
     return await account_list(runtime, follow_requests_in, viewer_id, page, None)
 
 
 async def followers_of(
     runtime: Runtime, owner_id: int, page: Page, viewer_id: int | None
-) -> tuple[list[Row[Any]], int | None, int | None]:
+) -> tuple[list[Record], int | None, int | None]:
     return await account_list(runtime, followers, owner_id, page, viewer_id)
 
 
 async def following_of(
     runtime: Runtime, owner_id: int, page: Page, viewer_id: int | None
-) -> tuple[list[Row[Any]], int | None, int | None]:
+) -> tuple[list[Record], int | None, int | None]:
     return await account_list(runtime, follows, owner_id, page, viewer_id)

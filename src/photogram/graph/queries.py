@@ -7,18 +7,37 @@ counts it always change in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Insert, Select, Table, Update, delete, select, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ColumnElement,
+    CompoundSelect,
+    Insert,
+    Integer,
+    Select,
+    Table,
+    Update,
+    cast,
+    delete,
+    literal_column,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningDelete
 
+from photogram.cache import account_counters_key, relationship_key
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import (
+    UtcDateTime,
     accounts,
     blocked_by,
     blocks,
@@ -28,8 +47,10 @@ from photogram.db.metadata import (
     follows,
     mutes,
 )
-from photogram.db.router import Router
 from photogram.web.paging import Page
+
+if TYPE_CHECKING:
+    from photogram.runtime import Runtime
 
 # --- statements ----------------------------------------------------------------------------
 
@@ -119,6 +140,12 @@ def edges_to(table: Table, account_id: int, targets: list[int], *extra: Column[A
     )
 
 
+def edge_keys(account_id: int, target_id: int) -> tuple[str, str]:
+    """The cached data that edges ``account_id -> target_id`` (on ``account_id``'s shard)
+    and the counts beside them make up: to invalidate after changing them."""
+    return relationship_key(account_id, target_id), account_counters_key(account_id)
+
+
 # --- helpers run in the caller's transaction ------------------------------------------------
 
 
@@ -195,6 +222,133 @@ async def reconcile(
 
 # --- reads ---------------------------------------------------------------------------------
 
+# The edges between a viewer and another account kept on the viewer's shard, by the
+# number ``relation_edges`` tags each with.
+RELATION_TABLES = (follows, followers, follow_requests_out, follow_requests_in, blocks, blocked_by)
+MUTES = len(RELATION_TABLES)
+
+
+def relation_edges(account_id: int, targets: list[int]) -> CompoundSelect[Any]:
+    """Every edge ``account_id -> target`` of the relationship kinds (and mutes), in one
+    statement: (kind, target_id, a, b, at), where a and b are a follow's show_reblogs and
+    notify or a mute's hide_notifications, and at a mute's expiry."""
+    no_flag, no_time = cast(null(), Boolean), cast(null(), UtcDateTime())
+    parts = []
+    for kind, table in enumerate((*RELATION_TABLES, mutes)):
+        a: ColumnElement[Any] = no_flag
+        b: ColumnElement[Any] = no_flag
+        at: ColumnElement[Any] = no_time
+        if table is follows:
+            a, b = follows.c.show_reblogs, follows.c.notify
+        elif table is mutes:
+            a, at = mutes.c.hide_notifications, mutes.c.expires_at
+        parts.append(
+            select(
+                literal_column(str(kind), Integer).label("kind"),
+                table.c.target_id,
+                a.label("a"),
+                b.label("b"),
+                at.label("at"),
+            ).where(table.c.account_id == account_id, table.c.target_id.in_(targets))
+        )
+    return union_all(*parts)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """The edges from one account to another, as kept on the first one's shard (cached
+    under ``relationship_key``)."""
+
+    following: tuple[bool, bool] | None = None  # show_reblogs, notify
+    followed_by: bool = False
+    requested: bool = False
+    requested_by: bool = False
+    blocking: bool = False
+    blocked_by: bool = False
+    muting: tuple[bool, datetime | None] | None = None  # hide notifications, expires at
+
+    def muted(self, now: datetime) -> bool | None:
+        """Whether notifications are hidden too, if the mute still stands; else None."""
+        if self.muting is None:
+            return None
+        hide, expires_at = self.muting
+        return hide if expires_at is None or expires_at > now else None
+
+    def dump(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if self.following is not None:
+            found["following"] = list(self.following)
+        for name in ("followed_by", "requested", "requested_by", "blocking", "blocked_by"):
+            if getattr(self, name):
+                found[name] = True
+        if self.muting is not None:
+            hide, expires_at = self.muting
+            found["muting"] = [hide, None if expires_at is None else expires_at.isoformat()]
+        return found
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> Relation:
+        following = data.get("following")
+        muting = data.get("muting")
+        return cls(
+            following=None if following is None else (bool(following[0]), bool(following[1])),
+            followed_by=bool(data.get("followed_by")),
+            requested=bool(data.get("requested")),
+            requested_by=bool(data.get("requested_by")),
+            blocking=bool(data.get("blocking")),
+            blocked_by=bool(data.get("blocked_by")),
+            muting=None
+            if muting is None
+            else (
+                bool(muting[0]),
+                None if muting[1] is None else datetime.fromisoformat(muting[1]).astimezone(UTC),
+            ),
+        )
+
+
+NONE = Relation()
+
+
+async def load_relations(
+    runtime: Runtime, account_id: int, targets: Iterable[int]
+) -> dict[int, Relation]:
+    """How ``account_id`` relates to each of ``targets``, through the cache; what it misses
+    is one statement on the account's own shard (that is what the mirrors are for)."""
+    wanted = sorted(set(targets))
+    if not wanted:
+        return {}
+    target_of = {relationship_key(account_id, t): t for t in wanted}
+
+    async def fetch(keys: list[str]) -> Mapping[str, Any]:
+        missing = sorted(target_of[k] for k in keys)
+        edges: dict[int, dict[str, Any]] = {t: {} for t in missing}
+        async with runtime.router.connect_for(account_id) as conn:
+            for row in await conn.execute(relation_edges(account_id, missing)):
+                found = edges[int(row.target_id)]
+                if row.kind == MUTES:
+                    found["muting"] = (bool(row.a), row.at)
+                elif RELATION_TABLES[row.kind] is follows:
+                    found["following"] = (bool(row.a), bool(row.b))
+                else:
+                    found[_RELATION_NAMES[row.kind]] = True
+        # An account with no edges at all is cached too, as an empty relation.
+        return {relationship_key(account_id, t): Relation(**e).dump() for t, e in edges.items()}
+
+    cached = await runtime.cache.read_through(target_of, fetch)
+    return {t: Relation.load(cached[k]) if k in cached else NONE for k, t in target_of.items()}
+
+
+_RELATION_NAMES = {
+    RELATION_TABLES.index(table): name
+    for table, name in (
+        (followers, "followed_by"),
+        (follow_requests_out, "requested"),
+        (follow_requests_in, "requested_by"),
+        (blocks, "blocking"),
+        (blocked_by, "blocked_by"),
+    )
+}
+
 
 @dataclass
 class ViewerEdges:
@@ -209,29 +363,17 @@ class ViewerEdges:
     muting: dict[int, bool] = field(default_factory=dict)  # -> hide notifications
 
 
-async def viewer_edges(router: Router, viewer_id: int, targets: Iterable[int]) -> ViewerEdges:
-    """One query per edge kind, all on the viewer's shard (that is what the mirrors are for)."""
-    wanted = sorted(set(targets))
+async def viewer_edges(runtime: Runtime, viewer_id: int, targets: Iterable[int]) -> ViewerEdges:
+    """The viewer's edges to ``targets`` (``load_relations``, so through the cache)."""
     found = ViewerEdges()
-    if not wanted:
-        return found
     now = datetime.now(UTC)
-    async with router.connect_for(viewer_id) as conn:
-        for row in await conn.execute(
-            edges_to(follows, viewer_id, wanted, follows.c.show_reblogs, follows.c.notify)
-        ):
-            found.following[row.target_id] = (row.show_reblogs, row.notify)
-        for table, into in (
-            (followers, found.followed_by),
-            (follow_requests_out, found.requested),
-            (follow_requests_in, found.requested_by),
-            (blocks, found.blocking),
-            (blocked_by, found.blocked_by),
-        ):
-            into.update((await conn.execute(edges_to(table, viewer_id, wanted))).scalars())
-        for row in await conn.execute(
-            edges_to(mutes, viewer_id, wanted, mutes.c.hide_notifications, mutes.c.expires_at)
-        ):
-            if row.expires_at is None or row.expires_at > now:
-                found.muting[row.target_id] = row.hide_notifications
+    for target, relation in (await load_relations(runtime, viewer_id, targets)).items():
+        if relation.following is not None:
+            found.following[target] = relation.following
+        for name in ("followed_by", "requested", "requested_by", "blocking", "blocked_by"):
+            if getattr(relation, name):
+                getattr(found, name).add(target)
+        muted = relation.muted(now)
+        if muted is not None:
+            found.muting[target] = muted
     return found

@@ -22,6 +22,7 @@ from typing import TypeVar
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from photogram.cache import relationship_key
 from photogram.db.ids import shard_of
 from photogram.db.metadata import (
     accounts,
@@ -32,8 +33,9 @@ from photogram.db.metadata import (
     followers,
     follows,
 )
-from photogram.graph.queries import add_edge, lock_account, reconcile, remove_edge
+from photogram.graph.queries import add_edge, edge_keys, lock_account, reconcile, remove_edge
 from photogram.notifications.tasks import add_notification, remove_notification
+from photogram.runtime import Runtime
 from photogram.tasks.outbox import Payload, Relay, enqueue, task
 
 SYNC_FOLLOW = "graph.sync_follow"
@@ -52,6 +54,12 @@ async def enqueue_sync_follow(
 
 async def enqueue_sync_block(conn: AsyncConnection, shard: int, blocker: int, blocked: int) -> int:
     return await enqueue(conn, shard, SYNC_BLOCK, blocker_id=blocker, blocked_id=blocked)
+
+
+def runtime_of(relay: Relay) -> Runtime:
+    """The Runtime whose relay runs the task: its cache is invalidated after each commit."""
+    assert relay.runtime is not None, "a relay gets its Runtime when the Runtime is made"
+    return relay.runtime
 
 
 #: Rounds a sync makes while the authoritative side keeps moving before it fails (and is
@@ -99,6 +107,7 @@ async def sync_follow(relay: Relay, payload: Payload) -> None:
     follower's ``follows`` and ``follow_requests_out``; ``followers_count`` with them."""
     follower, followee = int(payload["follower_id"]), int(payload["followee_id"])
     router = relay.router
+    runtime = runtime_of(relay)
 
     async def read() -> tuple[int | None, int | None]:
         async with router.connect_for(follower) as conn:
@@ -109,7 +118,10 @@ async def sync_follow(relay: Relay, payload: Payload) -> None:
 
     async def write(state: tuple[int | None, int | None]) -> list[int]:
         follow_id, request_id = state
-        async with router.begin_for(followee) as conn:
+        async with (
+            runtime.invalidating(*edge_keys(followee, follower)),
+            router.begin_for(followee) as conn,
+        ):
             await conn.execute(lock_account(followee))
             # Notified as the mirror gains the edge, in its transaction: a sync that runs
             # twice notifies once (``add_notification`` is keyed by the event).
@@ -141,6 +153,7 @@ async def sync_block(relay: Relay, payload: Payload) -> None:
     """
     blocker, blocked = int(payload["blocker_id"]), int(payload["blocked_id"])
     router = relay.router
+    runtime = runtime_of(relay)
 
     async def read() -> int | None:
         async with router.connect_for(blocker) as conn:
@@ -148,7 +161,10 @@ async def sync_block(relay: Relay, payload: Payload) -> None:
 
     async def write(block_id: int | None) -> list[int]:
         queued: list[int] = []
-        async with router.begin_for(blocked) as conn:
+        async with (
+            runtime.invalidating(*edge_keys(blocked, blocker)),
+            router.begin_for(blocked) as conn,
+        ):
             await conn.execute(lock_account(blocked))
             await reconcile(conn, blocked_by, blocked, blocker, block_id)
             if block_id is not None:
@@ -171,7 +187,10 @@ async def authorize(relay: Relay, payload: Payload) -> None:
     a follow (with the default options)."""
     requester, target = int(payload["requester_id"]), int(payload["target_id"])
     request_id = int(payload["request_id"])
-    async with relay.router.begin_for(requester) as conn:
+    async with (
+        runtime_of(relay).invalidating(*edge_keys(requester, target)),
+        relay.router.begin_for(requester) as conn,
+    ):
         await conn.execute(lock_account(requester))
         if (
             await remove_edge(conn, follow_requests_out, requester, target, id_=request_id)
@@ -188,7 +207,10 @@ async def reject(relay: Relay, payload: Payload) -> None:
     """On the requester's shard: drop the request, if it is still the one rejected."""
     requester, target = int(payload["requester_id"]), int(payload["target_id"])
     request_id = int(payload["request_id"])
-    async with relay.router.begin_for(requester) as conn:
+    async with (
+        runtime_of(relay).invalidating(relationship_key(requester, target)),
+        relay.router.begin_for(requester) as conn,
+    ):
         await conn.execute(lock_account(requester))
         await remove_edge(conn, follow_requests_out, requester, target, id_=request_id)
         queued = await enqueue_sync_follow(conn, shard_of(requester), requester, target)
@@ -200,7 +222,10 @@ async def remove_follower(relay: Relay, payload: Payload) -> None:
     """On the follower's shard: drop the follow the followee removed (not a newer one)."""
     follower, followee = int(payload["follower_id"]), int(payload["followee_id"])
     follow_id = int(payload["follow_id"])
-    async with relay.router.begin_for(follower) as conn:
+    async with (
+        runtime_of(relay).invalidating(*edge_keys(follower, followee)),
+        relay.router.begin_for(follower) as conn,
+    ):
         await conn.execute(lock_account(follower))
         await remove_edge(
             conn, follows, follower, followee, id_=follow_id, counter=accounts.c.following_count
@@ -219,7 +244,10 @@ async def sever(relay: Relay, payload: Payload) -> None:
     """
     blocker, blocked = int(payload["blocker_id"]), int(payload["blocked_id"])
     block_id = int(payload["block_id"])
-    async with relay.router.begin_for(blocked) as conn:
+    async with (
+        runtime_of(relay).invalidating(*edge_keys(blocked, blocker)),
+        relay.router.begin_for(blocked) as conn,
+    ):
         await conn.execute(lock_account(blocked))
         await remove_edge(
             conn, follows, blocked, blocker, before=block_id, counter=accounts.c.following_count

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from photogram.cache import media_key
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import media_attachments, media_objects
 from photogram.media import filters, processing
@@ -105,8 +106,10 @@ async def do_upload(
     always finds its upload; a crash before the commit leaves only a stray spool file.
     """
     shard = shard_of(account_id)
-    async with runtime.router.begin(shard) as conn:
+    async with runtime.invalidating() as changed, runtime.router.begin(shard) as conn:
         media_id = int(await conn.scalar(select(next_id(shard))) or 0)
+        # Its key may hold "no such photo", cached by a request that named the ID early.
+        changed.add(media_key(media_id))
         await asyncio.to_thread(os.replace, spooled, spool_path(runtime, media_id))
         focus_x, focus_y = edit.focus or (0.0, 0.0)
         await conn.execute(
@@ -163,7 +166,10 @@ async def process_photo(relay: Relay, payload: Payload) -> None:
         if written.md5_hex != variant.md5 or written.size != variant.size:
             raise RuntimeError(f"store {store_name!r} wrote {key} differently; retrying")
         stored.append((variant, key))
-    async with runtime.router.begin_for(media_id) as conn:
+    async with (
+        runtime.invalidating(media_key(media_id)),
+        runtime.router.begin_for(media_id) as conn,
+    ):
         await conn.execute(delete(media_objects).where(media_objects.c.media_id == media_id))
         await conn.execute(
             insert(media_objects),
@@ -223,14 +229,20 @@ async def delete_photos(relay: Relay, payload: Payload) -> None:
         for obj in objects:
             store = runtime.stores.get(obj.store, runtime.store)
             await store.delete(obj.key)
-        async with runtime.router.begin_for(media_id) as conn:
+        async with (
+            runtime.invalidating(media_key(media_id)),
+            runtime.router.begin_for(media_id) as conn,
+        ):
             await conn.execute(delete(media_objects).where(media_objects.c.media_id == media_id))
             await conn.execute(delete(media_attachments).where(media_attachments.c.id == media_id))
         await asyncio.to_thread(spool_path(runtime, media_id).unlink, missing_ok=True)
 
 
 async def _mark_failed(runtime: Runtime, media_id: int, why: str) -> None:
-    async with runtime.router.begin_for(media_id) as conn:
+    async with (
+        runtime.invalidating(media_key(media_id)),
+        runtime.router.begin_for(media_id) as conn,
+    ):
         await conn.execute(
             update(media_attachments)
             .where(media_attachments.c.id == media_id)
@@ -303,7 +315,10 @@ async def do_edit(runtime: Runtime, row: Row[Any], edit: Edit) -> Row[Any]:
         changes["description"] = edit.description
     if edit.focus is not None:
         changes["focus_x"], changes["focus_y"] = edit.focus
-    async with runtime.router.begin_for(row.id) as conn:
+    async with (
+        runtime.invalidating(media_key(int(row.id))),
+        runtime.router.begin_for(row.id) as conn,
+    ):
         if changes:
             await conn.execute(
                 update(media_attachments).where(media_attachments.c.id == row.id).values(**changes)

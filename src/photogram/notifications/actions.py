@@ -70,12 +70,11 @@ async def render(
     viewer's blocks and mutes of them, and their statuses each fetched once for all."""
     if not rows:
         return []
-    router = runtime.router
     senders = {int(r.from_account_id) for r in rows}
     status_ids = list(dict.fromkeys(int(r.status_id) for r in rows if r.status_id))
     accounts, lens, statuses = await asyncio.gather(
-        load_accounts(router, senders),
-        lens_for(router, viewer_id, senders),
+        load_accounts(runtime, senders),
+        lens_for(runtime, viewer_id, senders),
         statuses_for(runtime, viewer_id, status_ids),
     )
     shown_statuses = {int(s.id): s for s in statuses}

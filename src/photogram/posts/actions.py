@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from photogram.accounts.actions import local_domains
 from photogram.accounts.queries import load_accounts
 from photogram.accounts.schemas import Account, render_account
+from photogram.cache import (
+    Record,
+    account_counters_key,
+    media_key,
+    status_counters_key,
+    status_key,
+)
 from photogram.db.ids import InvalidIdError, next_id, parse_id, shard_of
 from photogram.db.metadata import (
     accounts,
@@ -159,7 +166,7 @@ async def mentioned_accounts(runtime: Runtime, body: str) -> list[int]:
 
 async def visible_status(
     runtime: Runtime, viewer_id: int | None, raw_id: str | int
-) -> tuple[Row[Any], Loaded]:
+) -> tuple[Record, Loaded]:
     """The status row, if ``viewer_id`` may see it (and what was loaded to decide), else 404."""
     status_id = raw_id if isinstance(raw_id, int) else path_id(runtime, raw_id)
     loaded = await load(runtime, viewer_id, [status_id])
@@ -232,7 +239,7 @@ async def favourited_by(
         return [], None, None
     likers = [int(r.account_id) for r in likes]
     hidden = set() if viewer_id is None else await hidden_from(runtime.router, viewer_id, likers)
-    found = await load_accounts(runtime.router, [a for a in likers if a not in hidden])
+    found = await load_accounts(runtime, [a for a in likers if a not in hidden])
     shown = [render_account(found[a], runtime.settings) for a in likers if a in found]
     return shown, int(likes[0].id), int(likes[-1].id)
 
@@ -290,8 +297,14 @@ async def do_post(
     ``Idempotency-Key``)."""
     mentioned = await mentioned_accounts(runtime, draft.text)
     shard = shard_of(author_id)
-    async with runtime.router.begin(shard) as conn:
+    async with (
+        runtime.invalidating(account_counters_key(author_id)) as changed,
+        runtime.router.begin(shard) as conn,
+    ):
         status_id = int(await conn.scalar(select(next_id(shard))) or 0)
+        # Its keys may hold "no such status", cached by a request that named the ID early.
+        changed.update((status_key(status_id), status_counters_key(status_id)))
+        changed.update(media_key(m) for m in draft.media_ids)
         earlier = await _claim_key(conn, author_id, key, status_id)
         if earlier is not None:
             return earlier
@@ -361,12 +374,16 @@ async def do_comment(
     parent, _ = await visible_status(runtime, author_id, draft.in_reply_to_id)
     mentioned = await mentioned_accounts(runtime, draft.text)
     shard = shard_of(int(parent.id))
-    async with runtime.router.begin(shard) as conn:
+    async with (
+        runtime.invalidating(status_counters_key(int(parent.id))) as changed,
+        runtime.router.begin(shard) as conn,
+    ):
         post = (await conn.execute(queries.lock_status(parent.post_id))).first()
         still = await conn.scalar(select(statuses.c.id).where(statuses.c.id == parent.id))
         if post is None or still is None:
             raise not_found()
         status_id = int(await conn.scalar(select(next_id(shard))) or 0)
+        changed.update((status_key(status_id), status_counters_key(status_id)))
         earlier = await _claim_key(conn, author_id, key, status_id)
         if earlier is not None:
             return earlier
@@ -400,7 +417,7 @@ async def do_comment(
     return status_id
 
 
-async def own_status(runtime: Runtime, viewer_id: int, raw_id: str) -> Row[Any]:
+async def own_status(runtime: Runtime, viewer_id: int, raw_id: str) -> Record:
     """A status the viewer wrote (404 for anyone else's, as for none)."""
     row, _ = await visible_status(runtime, viewer_id, raw_id)
     if row.account_id != viewer_id:
@@ -408,7 +425,7 @@ async def own_status(runtime: Runtime, viewer_id: int, raw_id: str) -> Row[Any]:
     return row
 
 
-async def do_edit(runtime: Runtime, row: Row[Any], form: EditForm) -> None:
+async def do_edit(runtime: Runtime, row: Record, form: EditForm) -> None:
     """Change a status's text and warning (and a post's photo order or selection)."""
     changes: dict[str, Any] = {"edited_at": datetime.now(UTC)}
     if form.status is not None:
@@ -437,7 +454,10 @@ async def do_edit(runtime: Runtime, row: Row[Any], form: EditForm) -> None:
     body = changes.get("text", row.text)
     mentioned = await mentioned_accounts(runtime, body)
     shard = shard_of(int(row.id))
-    async with runtime.router.begin(shard) as conn:
+    async with (
+        runtime.invalidating(status_key(int(row.id))),
+        runtime.router.begin(shard) as conn,
+    ):
         if (await conn.execute(queries.lock_status(int(row.post_id)))).first() is None:
             raise not_found()
         await conn.execute(update(statuses).where(statuses.c.id == row.id).values(**changes))
@@ -481,7 +501,10 @@ async def do_delete(runtime: Runtime, viewer_id: int, raw_id: str) -> Status:
     (rendered,) = await render_rows(runtime, viewer_id, loaded, [int(row.id)])
     rendered.text = row.text
     shard = shard_of(int(row.id))
-    async with runtime.router.begin(shard) as conn:
+    async with (
+        runtime.invalidating() as changed,
+        runtime.router.begin(shard) as conn,
+    ):
         if (await conn.execute(queries.lock_status(int(row.post_id)))).first() is None:
             raise not_found()
         if is_post:
@@ -492,6 +515,7 @@ async def do_delete(runtime: Runtime, viewer_id: int, raw_id: str) -> Status:
         else:
             authors = {int(row.id): int(row.account_id)}
         gone = list(authors)
+        changed.update(k for s in gone for k in (status_key(s), status_counters_key(s)))
         likers = list(
             (
                 await conn.execute(
@@ -513,9 +537,11 @@ async def do_delete(runtime: Runtime, viewer_id: int, raw_id: str) -> Status:
                 .where(accounts.c.id == row.account_id)
                 .values(statuses_count=accounts.c.statuses_count - 1)
             )
+            changed.add(account_counters_key(int(row.account_id)))
             queued.append(await enqueue_delete_media(conn, shard, [int(m) for m in row.media_ids]))
         else:
             await conn.execute(queries.bump_status(int(row.in_reply_to_id), "replies_count", -1))
+            changed.add(status_counters_key(int(row.in_reply_to_id)))
         if likers:
             queued.append(await tasks.enqueue_sync_favourites(conn, shard, authors, likers))
     await runtime.relay.dispatch(queued)
@@ -531,7 +557,10 @@ async def do_favourite(runtime: Runtime, viewer_id: int, raw_id: str, *, like: b
     status_id = int(row.id)
     shard = shard_of(status_id)
     queued: list[int] = []
-    async with runtime.router.begin(shard) as conn:
+    async with (
+        runtime.invalidating(status_counters_key(status_id)),
+        runtime.router.begin(shard) as conn,
+    ):
         if (await conn.execute(queries.lock_status(status_id))).first() is None:
             raise not_found()
         if like:
@@ -569,7 +598,10 @@ async def do_pin(runtime: Runtime, viewer_id: int, raw_id: str, *, pin: bool) ->
     row = await own_status(runtime, viewer_id, raw_id)
     if row.in_reply_to_id is not None:
         raise refused("Only posts can be pinned, not comments")
-    async with runtime.router.begin_for(viewer_id) as conn:
+    async with (
+        runtime.invalidating(status_key(int(row.id))),
+        runtime.router.begin_for(viewer_id) as conn,
+    ):
         await conn.execute(
             select(accounts.c.id).where(accounts.c.id == viewer_id).with_for_update()
         )

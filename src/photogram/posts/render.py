@@ -11,17 +11,16 @@ post vanishes from every list that still names it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row
-
 from photogram.accounts.actions import local_domains
 from photogram.accounts.queries import load_accounts
 from photogram.accounts.schemas import render_account
-from photogram.db.metadata import bookmarks
+from photogram.cache import Record, RowShape, media_key, status_counters_key, status_key
+from photogram.db.metadata import bookmarks, media_attachments, media_objects, statuses
 from photogram.graph.queries import edges_to
 from photogram.media.actions import media_url
 from photogram.media.schemas import FULL, PREVIEW, MediaAttachment, render_attachment
@@ -35,33 +34,75 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# How a status is cached: its row and mentions under ``status_key``, its counts (changed by
+# every like and comment) apart under ``status_counters_key``, so a busy post's likes leave
+# the rest of it cached.
+COUNTED = ("favourites_count", "replies_count")
+STATUS = RowShape(c for c in statuses.c if c.name not in COUNTED)
+STATUS_COUNTS = RowShape(statuses.c[name] for name in COUNTED)
+# A photo as cached under ``media_key``: its row and its stored objects' rows (their URLs
+# are signed, and expire, so they are made as the photo is shown).
+MEDIA = RowShape(media_attachments.c)
+MEDIA_OBJECT = RowShape(media_objects.c)
+
+
 @dataclass
 class Loaded:
     """Everything fetched for one page of statuses."""
 
-    rows: dict[int, Row[Any]]
-    accounts: dict[int, Row[Any]]
+    rows: dict[int, Record]
+    accounts: dict[int, Record]
     mentions: dict[int, list[int]]
     lens: Lens
 
 
-async def load(
-    runtime: Runtime, viewer_id: int | None, ids: Iterable[int], *, rows: Sequence[Row[Any]] = ()
-) -> Loaded:
-    """The rows of ``ids`` (or the ``rows`` given), their accounts and the viewer's lens."""
+async def load_statuses(
+    runtime: Runtime, ids: Iterable[int]
+) -> tuple[dict[int, Record], dict[int, list[int]]]:
+    """The rows of the statuses of ``ids`` that exist, and whom each mentions, through the
+    cache: one bulk get, and for what it misses one query per physical database (and one
+    for the mentions)."""
     router = runtime.router
-    wanted = list(dict.fromkeys(ids))
-    if not rows:
+    wanted = [i for i in dict.fromkeys(int(i) for i in ids) if router.holds(i)]
+    if not wanted:
+        return {}, {}
+    owner = {status_key(i): i for i in wanted} | {status_counters_key(i): i for i in wanted}
+
+    async def fetch(keys: list[str]) -> Mapping[str, Any]:
+        missing = {owner[k] for k in keys}
+        # The mentions are part of the status key only: a miss of the counts alone needs none.
+        mentioned = sorted(owner[k] for k in keys if k == status_key(owner[k]))
         rows, mention_rows = await asyncio.gather(
-            router.by_ids(queries.select_statuses, wanted),
-            router.by_ids(queries.mentions_of, wanted),
+            router.by_ids(queries.select_statuses, missing),
+            router.by_ids(queries.mentions_of, mentioned),
         )
-    else:
-        mention_rows = await router.by_ids(queries.mentions_of, [r.id for r in rows])
-    by_id = {int(r.id): r for r in rows}
+        mentions: dict[int, list[int]] = {}
+        for m in mention_rows:
+            mentions.setdefault(int(m.status_id), []).append(int(m.account_id))
+        found: dict[str, Any] = {}
+        for row in rows:
+            id_ = int(row.id)
+            found[status_key(id_)] = {"row": STATUS.dump(row), "mentions": mentions.get(id_, [])}
+            found[status_counters_key(id_)] = STATUS_COUNTS.dump(row)
+        return found
+
+    cached = await runtime.cache.read_through(owner, fetch)
+    by_id: dict[int, Record] = {}
     mentions: dict[int, list[int]] = {}
-    for m in mention_rows:
-        mentions.setdefault(int(m.status_id), []).append(int(m.account_id))
+    for i in wanted:
+        status, counts = cached.get(status_key(i)), cached.get(status_counters_key(i))
+        # One without the other: the status was made or deleted between the two fills.
+        if status is None or counts is None:
+            continue
+        by_id[i] = Record(STATUS.load(status["row"]) | STATUS_COUNTS.load(counts))
+        if status["mentions"]:
+            mentions[i] = [int(m) for m in status["mentions"]]
+    return by_id, mentions
+
+
+async def load(runtime: Runtime, viewer_id: int | None, ids: Iterable[int]) -> Loaded:
+    """The rows of ``ids``, their accounts and the viewer's lens."""
+    by_id, mentions = await load_statuses(runtime, ids)
     people: set[int] = set()
     for r in by_id.values():
         people.update((r.account_id, r.post_account_id))
@@ -70,7 +111,7 @@ async def load(
     for found in mentions.values():
         people.update(found)
     accounts, lens = await asyncio.gather(
-        load_accounts(router, people), lens_for(router, viewer_id, people)
+        load_accounts(runtime, people), lens_for(runtime, viewer_id, people)
     )
     return Loaded(by_id, accounts, mentions, lens)
 
@@ -183,16 +224,49 @@ def _str(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
+async def load_media(
+    runtime: Runtime, media_ids: Iterable[int]
+) -> tuple[list[Record], dict[int, dict[str, Record]]]:
+    """The rows of the photos of ``media_ids`` that exist, and their stored objects by
+    media ID and variant, through the cache."""
+    router = runtime.router
+    wanted = [i for i in dict.fromkeys(int(i) for i in media_ids) if router.holds(i)]
+    if not wanted:
+        return [], {}
+    owner = {media_key(i): i for i in wanted}
+
+    async def fetch(keys: list[str]) -> Mapping[str, Any]:
+        missing = [owner[k] for k in keys]
+        rows, objects = await asyncio.gather(
+            router.by_ids(queries.media_rows, missing),
+            router.by_ids(queries.media_object_rows, missing),
+        )
+        stored: dict[int, list[dict[str, Any]]] = {}
+        for obj in objects:
+            stored.setdefault(int(obj.media_id), []).append(MEDIA_OBJECT.dump(obj))
+        return {
+            media_key(r.id): {"row": MEDIA.dump(r), "objects": stored.get(int(r.id), [])}
+            for r in rows
+        }
+
+    cached = await runtime.cache.read_through(owner, fetch)
+    rows: list[Record] = []
+    variants: dict[int, dict[str, Record]] = {}
+    for i in wanted:
+        found = cached.get(media_key(i))
+        if found is None:
+            continue
+        rows.append(MEDIA.record(found["row"]))
+        for data in found["objects"]:
+            obj = MEDIA_OBJECT.record(data)
+            variants.setdefault(i, {})[obj.variant] = obj
+    return rows, variants
+
+
 async def _attachments(runtime: Runtime, media_ids: list[int]) -> dict[int, MediaAttachment]:
     if not media_ids:
         return {}
-    rows, objects = await asyncio.gather(
-        runtime.router.by_ids(queries.media_rows, media_ids),
-        runtime.router.by_ids(queries.media_object_rows, media_ids),
-    )
-    variants: dict[int, dict[str, Any]] = {}
-    for obj in objects:
-        variants.setdefault(int(obj.media_id), {})[obj.variant] = obj
+    rows, variants = await load_media(runtime, media_ids)
     keys = [o.key for v in variants.values() for n, o in v.items() if n in (FULL, PREVIEW)]
     urls = dict(
         zip(keys, await asyncio.gather(*(media_url(runtime, k) for k in keys)), strict=True)

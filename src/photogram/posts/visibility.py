@@ -16,14 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from photogram.graph.queries import load_relations
 
-from photogram.db.metadata import follows, mutes
-from photogram.db.router import Router
-from photogram.graph.queries import edges_to
-from photogram.graph.visibility import hidden_from
+if TYPE_CHECKING:
+    from photogram.runtime import Runtime
 
 
 @dataclass
@@ -37,25 +35,23 @@ class Lens:
     muted: dict[int, bool] = field(default_factory=dict)
 
 
-async def lens_for(router: Router, viewer_id: int | None, accounts: Iterable[int]) -> Lens:
-    """The viewer's blocks, follows and mutes among ``accounts``: reads on the viewer's own
-    shard only (the mirrors keep the other side's blocks there)."""
+async def lens_for(runtime: Runtime, viewer_id: int | None, accounts: Iterable[int]) -> Lens:
+    """The viewer's blocks, follows and mutes among ``accounts``: the viewer's relations
+    (``graph.queries.load_relations``: the cache, else the viewer's own shard, where the
+    mirrors keep the other side's blocks)."""
     lens = Lens(viewer_id)
     wanted = sorted({a for a in accounts if a != viewer_id})
     if viewer_id is None or not wanted:
         return lens
-    lens.hidden = await hidden_from(router, viewer_id, wanted)
     now = datetime.now(UTC)
-    async with router.connect_for(viewer_id) as conn:
-        lens.following = set((await conn.execute(edges_to(follows, viewer_id, wanted))).scalars())
-        found = await conn.execute(
-            select(mutes.c.target_id, mutes.c.hide_notifications, mutes.c.expires_at).where(
-                mutes.c.account_id == viewer_id, mutes.c.target_id.in_(wanted)
-            )
-        )
-        for row in found:
-            if row.expires_at is None or row.expires_at > now:
-                lens.muted[int(row.target_id)] = bool(row.hide_notifications)
+    for target, relation in (await load_relations(runtime, viewer_id, wanted)).items():
+        if relation.blocking or relation.blocked_by:
+            lens.hidden.add(target)
+        if relation.following is not None:
+            lens.following.add(target)
+        muted = relation.muted(now)
+        if muted is not None:
+            lens.muted[target] = muted
     return lens
 
 
