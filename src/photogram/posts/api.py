@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -24,11 +26,8 @@ api = APIRouter(tags=["statuses"])
 
 WriteStatuses = Annotated[Viewer, Depends(require_viewer("write:statuses"))]
 ReadStatuses = Annotated[Viewer, Depends(require_viewer("read:statuses"))]
-WriteFavourites = Annotated[Viewer, Depends(require_viewer("write:favourites"))]
 ReadFavourites = Annotated[Viewer, Depends(require_viewer("read:favourites"))]
-WriteBookmarks = Annotated[Viewer, Depends(require_viewer("write:bookmarks"))]
 ReadBookmarks = Annotated[Viewer, Depends(require_viewer("read:bookmarks"))]
-WriteAccounts = Annotated[Viewer, Depends(require_viewer("write:accounts"))]
 StatusReader = Annotated[Viewer | None, Depends(optional_reader("read:statuses"))]
 AccountReader = Annotated[Viewer | None, Depends(optional_reader("read:accounts"))]
 
@@ -169,17 +168,66 @@ async def status_context(
 # --- likes, saves, pins ---------------------------------------------------------------------
 
 
-@api.post("/api/v1/statuses/{id}/favourite", response_model=Status, responses=ERRORS)
-async def favourite(id: str, runtime: RuntimeDep, viewer: WriteFavourites) -> Status:
-    """Like a status (again: no change)."""
-    status_id = await actions.do_favourite(runtime, viewer.account_id, id, like=True)
-    return await actions.status(runtime, viewer.account_id, status_id)
+#: One viewer's toggles on a status: path verb, scope, the action, and its description.
+TOGGLES: tuple[tuple[str, str, Callable[[Runtime, int, str], Awaitable[int]], str], ...] = (
+    (
+        "favourite",
+        "write:favourites",
+        partial(actions.do_favourite, like=True),
+        "Like a status (again: no change).",
+    ),
+    (
+        "unfavourite",
+        "write:favourites",
+        partial(actions.do_favourite, like=False),
+        "Take a like back.",
+    ),
+    (
+        "bookmark",
+        "write:bookmarks",
+        partial(actions.do_bookmark, save=True),
+        "Save a status (only the viewer ever sees what they saved).",
+    ),
+    (
+        "unbookmark",
+        "write:bookmarks",
+        partial(actions.do_bookmark, save=False),
+        "Take a save back.",
+    ),
+    (
+        "pin",
+        "write:accounts",
+        partial(actions.do_pin, pin=True),
+        "Pin one of your posts to your profile (at most five).",
+    ),
+    ("unpin", "write:accounts", partial(actions.do_pin, pin=False), "Unpin one of your posts."),
+)
 
 
-@api.post("/api/v1/statuses/{id}/unfavourite", response_model=Status, responses=ERRORS)
-async def unfavourite(id: str, runtime: RuntimeDep, viewer: WriteFavourites) -> Status:
-    status_id = await actions.do_favourite(runtime, viewer.account_id, id, like=False)
-    return await actions.status(runtime, viewer.account_id, status_id)
+def _toggle_route(
+    verb: str, scope: str, act: Callable[[Runtime, int, str], Awaitable[int]], summary: str
+) -> None:
+    # A default, not an Annotated hint: string annotations cannot see this local.
+    async def toggle(
+        id: str,
+        runtime: RuntimeDep,
+        viewer: Viewer = Depends(require_viewer(scope)),  # noqa: B008
+    ) -> Status:
+        status_id = await act(runtime, viewer.account_id, id)
+        return await actions.status(runtime, viewer.account_id, status_id)
+
+    api.post(
+        f"/api/v1/statuses/{{id}}/{verb}",
+        response_model=Status,
+        responses=ERRORS,
+        name=verb,
+        operation_id=f"{verb}_status",
+        description=summary,
+    )(toggle)
+
+
+for _toggle in TOGGLES:
+    _toggle_route(*_toggle)
 
 
 @api.get("/api/v1/statuses/{id}/favourited_by", response_model=list[Account], responses=ERRORS)
@@ -195,32 +243,6 @@ async def favourited_by(
     shown, newest, oldest = await actions.favourited_by(runtime, _viewer_id(reader), id, page)
     set_link_header(request, response, newest, oldest)
     return shown
-
-
-@api.post("/api/v1/statuses/{id}/bookmark", response_model=Status, responses=ERRORS)
-async def bookmark(id: str, runtime: RuntimeDep, viewer: WriteBookmarks) -> Status:
-    """Save a status (only the viewer ever sees what they saved)."""
-    status_id = await actions.do_bookmark(runtime, viewer.account_id, id, save=True)
-    return await actions.status(runtime, viewer.account_id, status_id)
-
-
-@api.post("/api/v1/statuses/{id}/unbookmark", response_model=Status, responses=ERRORS)
-async def unbookmark(id: str, runtime: RuntimeDep, viewer: WriteBookmarks) -> Status:
-    status_id = await actions.do_bookmark(runtime, viewer.account_id, id, save=False)
-    return await actions.status(runtime, viewer.account_id, status_id)
-
-
-@api.post("/api/v1/statuses/{id}/pin", response_model=Status, responses=ERRORS)
-async def pin(id: str, runtime: RuntimeDep, viewer: WriteAccounts) -> Status:
-    """Pin one of your posts to your profile (at most five)."""
-    status_id = await actions.do_pin(runtime, viewer.account_id, id, pin=True)
-    return await actions.status(runtime, viewer.account_id, status_id)
-
-
-@api.post("/api/v1/statuses/{id}/unpin", response_model=Status, responses=ERRORS)
-async def unpin(id: str, runtime: RuntimeDep, viewer: WriteAccounts) -> Status:
-    status_id = await actions.do_pin(runtime, viewer.account_id, id, pin=False)
-    return await actions.status(runtime, viewer.account_id, status_id)
 
 
 async def _saved_list(
