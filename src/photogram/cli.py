@@ -6,15 +6,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from photogram import __version__
+from photogram import demo as demo_module
 from photogram.db.ids import InvalidIdError, decompose, parse_id
 from photogram.db.migrations import InitReport, init_cluster
 from photogram.db.router import Router
@@ -168,6 +170,82 @@ def serve(
 
         run(check)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(help="Accounts to make.")] = 50,
+    posts: Annotated[int, typer.Option(help="Photo posts to make.")] = 300,
+    follows: Annotated[
+        int | None,
+        typer.Option(
+            help="Accounts each follows, on average [default: a quarter of --users, at most 150].",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Make the same community again [default: random].", show_default=False),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(help="The accounts' password [default: generated].", show_default=False),
+    ] = None,
+    photo_size: Annotated[int, typer.Option(help="Longest side of the photos, in pixels.")] = 1080,
+    bulk: Annotated[
+        bool | None,
+        typer.Option(
+            "--bulk/--actions",
+            help="Write in batches per shard, or through the actions users' requests take "
+            f"[default: actions up to {demo_module.ACTIONS_MAX_USERS} users and "
+            f"{demo_module.ACTIONS_MAX_POSTS} posts].",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fill this instance with a small community: people, follows, photo posts, likes, comments."""
+    settings = settings_from(ctx)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    )
+    stages: dict[str, TaskID] = {}
+
+    def tick(stage: str, done: int, total: int) -> None:
+        if stage not in stages:
+            stages[stage] = progress.add_task(stage, total=total)
+        progress.update(stages[stage], completed=done, total=total)
+
+    async def fill() -> demo_module.Report:
+        # Media stores write (and sync) each object in a thread: more threads, more at once.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32))
+        return await demo_module.fill(
+            settings,
+            users=users,
+            posts=posts,
+            follows=follows,
+            seed=seed,
+            password=password,
+            bulk=bulk,
+            photo_size=photo_size,
+            progress=tick,
+        )
+
+    with progress:
+        report = run(fill)
+    if as_json:
+        out.print_json(data=report.as_json())
+    else:
+        out.print(report.line(), markup=False, highlight=False, soft_wrap=True)
 
 
 # --- shards ---------------------------------------------------------------------------------
