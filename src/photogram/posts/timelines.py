@@ -22,10 +22,10 @@ from sqlalchemy import Row, select
 
 from photogram.accounts.actions import visible_account
 from photogram.db.metadata import follows
-from photogram.graph.visibility import hidden_from
 from photogram.posts import queries
 from photogram.posts.render import statuses_for
 from photogram.posts.schemas import Status
+from photogram.posts.visibility import lens_for
 from photogram.runtime import Runtime
 from photogram.web.paging import Page
 
@@ -106,12 +106,11 @@ async def account(
     way makes the list empty.
     """
     owner = await visible_account(runtime, viewer_id, account_id)
-    if viewer_id is not None and await hidden_from(runtime.router, viewer_id, [account_id]):
+    lens = await lens_for(runtime, viewer_id, [account_id])
+    if account_id in lens.hidden:
         return [], []
     visibilities: tuple[str, ...] = ("public", "unlisted")
-    if viewer_id == account_id or (
-        viewer_id is not None and account_id in await _follows(runtime, viewer_id, account_id)
-    ):
+    if viewer_id == account_id or account_id in lens.following:
         visibilities = ("public", "unlisted", "private")
     elif owner.locked:
         return [], []
@@ -129,13 +128,3 @@ async def account(
         ).all()
     ids = page.in_order([int(r.id) for r in rows])
     return await statuses_for(runtime, viewer_id, ids), ids
-
-
-async def _follows(runtime: Runtime, viewer_id: int, account_id: int) -> set[int]:
-    async with runtime.router.connect_for(viewer_id) as conn:
-        found = await conn.scalars(
-            select(follows.c.target_id).where(
-                follows.c.account_id == viewer_id, follows.c.target_id == account_id
-            )
-        )
-        return {int(i) for i in found}
