@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from photogram.db.router import Router
 from photogram.db.status import cluster_status
 from photogram.errors import PhotogramError
 from photogram.settings import Settings, load_settings
+from photogram.tasks.outbox import QUEUES
 
 T = TypeVar("T")
 
@@ -35,8 +37,10 @@ app = typer.Typer(
 )
 shards_app = typer.Typer(help="Logical shards and their placement.", no_args_is_help=True)
 ids_app = typer.Typer(help="Inspect photogram IDs.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Background work that keeps failing.", no_args_is_help=True)
 app.add_typer(shards_app, name="shards")
 app.add_typer(ids_app, name="ids")
+app.add_typer(tasks_app, name="tasks")
 
 out = Console()
 err = Console(stderr=True)
@@ -170,6 +174,111 @@ def serve(
 
         run(check)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+# --- worker and tasks -----------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated queues to take work from: "
+            "media, notifications, default, fanout, maintenance.",
+        ),
+    ] = ",".join(QUEUES),
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Tasks run at once, each on a thread of its own.")
+    ] = 2 * (os.cpu_count() or 1),
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run background work from RabbitMQ (needs broker_url), and the outbox relay's sweep."""
+    from photogram.tasks.broker import run_worker
+
+    settings = settings_from(ctx)
+    if not settings.broker_url:
+        fail(
+            "no broker: set broker_url (PHOTOGRAM_BROKER_URL); without one, background "
+            "work runs inside `photogram serve`"
+        )
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in QUEUES]
+    if unknown or not wanted:
+        fail(f"unknown queue {', '.join(unknown) or '(none)'}: choose from {', '.join(QUEUES)}")
+
+    async def check() -> None:
+        router = await Router.open(settings)
+        await router.close()
+
+    run(check)
+    run_worker(settings, queues=wanted, concurrency=concurrency, loglevel=loglevel.upper())
+
+
+@tasks_app.command("dead")
+def tasks_dead(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Tasks that failed too often to be retried again by themselves, oldest first."""
+    from photogram.tasks.admin import dead_tasks
+
+    settings = settings_from(ctx)
+
+    async def collect() -> list[Any]:
+        router = await Router.open(settings)
+        try:
+            return await dead_tasks(router)
+        finally:
+            await router.close()
+
+    dead = run(collect)
+    if as_json:
+        out.print_json(data=[task.as_json() for task in dead])
+        return
+    if not dead:
+        out.print("No dead tasks.")
+        return
+    table = Table(title=f"{len(dead)} dead tasks")
+    for heading in ("id", "task", "queue", "attempts", "dead since", "last error"):
+        table.add_column(heading)
+    for task in dead:
+        table.add_row(
+            task.id, task.task, task.queue, str(task.attempts), task.dead_at, task.last_error or ""
+        )
+    out.print(table)
+
+
+@tasks_app.command("retry")
+def tasks_retry(
+    ctx: typer.Context,
+    ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID]...", help="Dead task IDs.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead task.")] = False,
+) -> None:
+    """Run dead tasks again, with a fresh count of attempts."""
+    from photogram.runtime import Runtime
+    from photogram.tasks.admin import retry_dead
+    from photogram.tasks.registry import import_tasks
+
+    if bool(ids) == all_:
+        fail("name the dead tasks to retry, or say --all")
+    settings = settings_from(ctx)
+    import_tasks()
+
+    async def revive() -> tuple[list[str], list[str]]:
+        runtime = await Runtime.open(settings)
+        try:
+            return await retry_dead(runtime.relay, None if all_ else ids)
+        finally:
+            await runtime.close()
+
+    revived, missing = run(revive)
+    out.print(f"{len(revived)} tasks retried.", highlight=False)
+    if missing:
+        fail(f"not dead tasks: {', '.join(missing)}")
 
 
 # --- demo -----------------------------------------------------------------------------------

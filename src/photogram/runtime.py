@@ -11,10 +11,19 @@ from photogram.cache import LeaseCache, open_cache
 from photogram.db.router import Router
 from photogram.media.stores import BlobStore, open_stores
 from photogram.settings import Settings
-from photogram.tasks.outbox import Relay
+from photogram.tasks.outbox import Publisher, Relay
 
 #: How long shutdown waits for a sweep under way to finish.
 SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def open_publisher(settings: Settings) -> Publisher | None:
+    """The broker publisher for ``broker_url``; None runs tasks in this process."""
+    if not settings.broker_url:
+        return None
+    from photogram.tasks.broker import CeleryPublisher, make_celery
+
+    return CeleryPublisher(make_celery(settings), settings)
 
 
 @dataclass
@@ -40,7 +49,7 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         router = await Router.open(settings)
-        return cls(settings, router, Relay(router), open_stores(settings))
+        return cls(settings, router, Relay(router, open_publisher(settings)), open_stores(settings))
 
     @property
     def store(self) -> BlobStore:
@@ -93,6 +102,8 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sweeper, SHUTDOWN_GRACE_SECONDS)
             self._sweeper = None
+        if self.relay.publisher is not None:
+            await self.relay.publisher.close()
         for store in self.stores.values():
             await store.close()
         await self.cache.close()

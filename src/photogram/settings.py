@@ -337,6 +337,51 @@ class Settings(BaseSettings):
     # Entries the in-process cache holds; the least recently used go first.
     cache_local_max_entries: Annotated[int, Field(ge=1)] = 100_000
 
+    # --- background work (docs/tasks.md) ---
+
+    # The Celery broker (RabbitMQ), e.g. "amqp://guest:guest@127.0.0.1:5672//". Unset: the
+    # outbox's work runs in each app process itself, with no broker and no worker.
+    broker_url: str | None = None
+
+    # Broker queue names start with this, so several instances can share one RabbitMQ vhost.
+    broker_queue_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]*$")] = "photogram."
+
+    # A task that has failed this many times is dead: it is not retried again until an
+    # operator says so (`photogram tasks dead`, `photogram tasks retry`).
+    task_max_attempts: Annotated[int, Field(ge=1)] = 8
+
+    # A task handed to the broker that has not finished after this long is handed over
+    # again (its worker died, or the message was lost). Tasks are idempotent.
+    task_republish_seconds: Annotated[float, Field(gt=0)] = 120.0
+
+    # --- home feeds in Redis (docs/feeds.md) ---
+
+    # Redis for precomputed home feeds, e.g. "redis://127.0.0.1:6379/0". Unset: home
+    # timelines are assembled from the shards on every read.
+    redis_url: str | None = None
+
+    # ``redis_url`` names one node of a Redis Cluster rather than a single server.
+    redis_cluster: bool = False
+
+    # A Redis command that takes longer fails, and the home timeline is read from the
+    # shards instead; after a failure Redis is left alone for ``redis_retry_seconds``.
+    redis_timeout_seconds: Annotated[float, Field(gt=0)] = 0.5
+    redis_retry_seconds: Annotated[float, Field(gt=0)] = 5.0
+
+    # Post IDs a feed keeps; pages older than that are read from the shards.
+    feed_max_entries: Annotated[int, Field(ge=1)] = 800
+
+    # Accounts with more followers than this are not fanned out: their posts are merged
+    # into their followers' home timelines when read.
+    feed_fanout_max_followers: Annotated[int, Field(ge=0)] = 10_000
+
+    # Followers written per fan-out task (one batch of Redis writes).
+    feed_fanout_batch: Annotated[int, Field(ge=1)] = 1000
+
+    # A feed not read for this long is dropped and no longer fanned out to; it is rebuilt
+    # from the shards when its reader returns.
+    feed_inactive_seconds: Annotated[int, Field(ge=60)] = 30 * 24 * 3600
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import inspect, text
 
 from photogram.db.ids import from_counter, reserve_ids, shard_of
-from photogram.db.metadata import global_metadata, shard_metadata
+from photogram.db.metadata import OUTBOX_STATE_COLUMNS, global_metadata, shard_metadata
 from photogram.db.migrations import GLOBAL_UPGRADES, SHARD_UPGRADES, head, init_cluster
 from photogram.db.router import Router
 from photogram.db.shardmap import schema_name
@@ -41,9 +41,11 @@ async def test_an_older_schema_is_upgraded_to_head(make_settings: MakeSettings) 
         async with router.begin(shard) as conn:
             for table in V2_SHARD:
                 await conn.exec_driver_sql(f"DROP TABLE {prefix}{table}")
+            for column in OUTBOX_STATE_COLUMNS:
+                await conn.exec_driver_sql(f"ALTER TABLE {prefix}outbox DROP COLUMN {column}")
             await conn.exec_driver_sql(f"DELETE FROM {prefix}shard_migrations WHERE version > 1")
         async with router.global_begin() as conn:
-            for table in V2_GLOBAL:
+            for table in [*V2_GLOBAL, "big_accounts"]:
                 await conn.exec_driver_sql(f"DROP TABLE {table}")
             await conn.exec_driver_sql("DELETE FROM global_migrations WHERE version > 1")
     finally:
@@ -57,6 +59,10 @@ async def test_an_older_schema_is_upgraded_to_head(make_settings: MakeSettings) 
     try:
         async with router.connect(shard) as conn:
             assert set(V2_SHARD) <= await _tables(conn, schema)
+            columns = await conn.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("outbox", schema=schema)}
+            )
+            assert set(OUTBOX_STATE_COLUMNS) <= columns
             version = await conn.scalar(text(f"SELECT max(version) FROM {prefix}shard_migrations"))
             assert version == head(SHARD_UPGRADES)
             if postgres:
@@ -70,7 +76,7 @@ async def test_an_older_schema_is_upgraded_to_head(make_settings: MakeSettings) 
                 assert (int(new_id) >> 10) & 0x1FFF == shard
                 await conn.rollback()
         async with router.global_connect() as conn:
-            assert set(V2_GLOBAL) <= await _tables(conn, None)
+            assert {*V2_GLOBAL, "big_accounts"} <= await _tables(conn, None)
             version = await conn.scalar(text("SELECT max(version) FROM global_migrations"))
             assert version == head(GLOBAL_UPGRADES)
     finally:
@@ -79,7 +85,7 @@ async def test_an_older_schema_is_upgraded_to_head(make_settings: MakeSettings) 
 
 def test_head_tables_are_exactly_baseline_plus_upgrades() -> None:
     """What a fresh schema gets (metadata) equals what an upgraded one gets (migrations)."""
-    assert set(V2_GLOBAL) | {"cluster", "shard_map", "global_migrations"} == set(
+    assert set(V2_GLOBAL) | {"big_accounts", "cluster", "shard_map", "global_migrations"} == set(
         global_metadata.tables
     )
     v3_shard = ["media_attachments", "media_objects"]

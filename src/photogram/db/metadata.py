@@ -182,6 +182,17 @@ oauth_codes = Table(
     created_at_column(),
 )
 
+# Accounts whose posts are not fanned out to their followers' home feeds (they had more
+# followers than ``feed_fanout_max_followers`` when they last posted): readers merge their
+# posts in from the shards instead (docs/feeds.md).
+big_accounts = Table(
+    "big_accounts",
+    global_metadata,
+    Column("account_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("followers_count", Integer, nullable=False),
+    created_at_column(),
+)
+
 # --- per logical shard -----------------------------------------------------------------------
 
 shard_migrations = migrations_table("shard_migrations", shard_metadata)
@@ -198,6 +209,12 @@ outbox = Table(
     Column("available_at", UtcDateTime(), nullable=False, server_default=func.now()),
     Column("done_at", UtcDateTime()),
     created_at_column(),
+    # With a broker: when the row was last handed to it (None: not handed over, or its
+    # hand-over failed). A row handed over long ago and not done is handed over again.
+    Column("published_at", UtcDateTime()),
+    # Set once it has failed ``task_max_attempts`` times: it waits for an operator.
+    Column("dead_at", UtcDateTime()),
+    Column("last_error", Text()),
     Index(
         "ix_outbox_pending",
         "available_at",
@@ -205,6 +222,9 @@ outbox = Table(
         sqlite_where=text("done_at IS NULL"),
     ),
 )
+
+#: The columns shard migration 6 added to ``outbox``.
+OUTBOX_STATE_COLUMNS = ("published_at", "dead_at", "last_error")
 
 # An account lives on its home shard, chosen at sign-up; its ID carries that shard.
 accounts = Table(

@@ -24,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from photogram.db.engines import WRITE_OPTION, Engines
 from photogram.db.ids import SQLITE_COUNTER_TABLE, pg_next_id_ddl, pg_next_ids_ddl
 from photogram.db.metadata import (
+    OUTBOX_STATE_COLUMNS,
     SHARD_SCHEMA,
     cluster,
     global_metadata,
     global_migrations,
+    outbox,
     shard_map,
     shard_metadata,
     shard_migrations,
@@ -83,6 +85,20 @@ def add_next_ids(sync: Connection) -> None:
         sync.exec_driver_sql(ddl)
 
 
+def add_outbox_states(sync: Connection) -> None:
+    """The outbox columns a broker and dead tasks need, on a shard made before them."""
+    schema = sync.get_execution_options()["schema_translate_map"][SHARD_SCHEMA]
+    prefix = f"{schema}." if schema else ""
+    present = {c["name"] for c in inspect(sync).get_columns("outbox", schema=schema)}
+    for name in OUTBOX_STATE_COLUMNS:
+        if name in present:
+            continue
+        column = outbox.c[name]
+        sync.exec_driver_sql(
+            f"ALTER TABLE {prefix}outbox ADD COLUMN {name} {column.type.compile(sync.dialect)}"
+        )
+
+
 # Later schema changes, in version order (the first is version 2).
 GLOBAL_UPGRADES: Sequence[Migration] = (
     Migration(
@@ -92,6 +108,7 @@ GLOBAL_UPGRADES: Sequence[Migration] = (
             global_metadata, "usernames", "emails", "oauth_apps", "oauth_tokens", "oauth_codes"
         ),
     ),
+    Migration(3, "accounts not fanned out", create_tables(global_metadata, "big_accounts")),
 )
 SHARD_UPGRADES: Sequence[Migration] = (
     Migration(
@@ -126,6 +143,7 @@ SHARD_UPGRADES: Sequence[Migration] = (
         ),
     ),
     Migration(5, "block ID reservation", add_next_ids),
+    Migration(6, "task states", add_outbox_states),
 )
 
 

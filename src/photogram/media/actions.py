@@ -11,7 +11,6 @@ stored, each recorded with its size and MD5 in the transaction that marks the ph
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,7 +126,7 @@ async def do_upload(
     return media_id, row_id
 
 
-@task(PROCESS)
+@task(PROCESS, queue="media")
 async def process_photo(relay: Relay, payload: Payload) -> None:
     """Make, store and record every variant of one upload. Idempotent: a photo already
     ready is left alone, and a re-run rewrites the same keys with the same bytes."""
@@ -207,7 +206,7 @@ async def enqueue_delete_media(conn: AsyncConnection, shard: int, media_ids: lis
     return await enqueue(conn, shard, DELETE, media_ids=[str(m) for m in media_ids])
 
 
-@task(DELETE)
+@task(DELETE, queue="media")
 async def delete_photos(relay: Relay, payload: Payload) -> None:
     """Remove each photo's objects from the store that holds them, then its records.
 
@@ -251,14 +250,11 @@ async def _mark_failed(runtime: Runtime, media_id: int, why: str) -> None:
 
 
 async def wait_for_processing(runtime: Runtime, row_id: int) -> bool:
-    """Run the processing now; True if it finished within ``media_wait_seconds``.
+    """Start the processing; True if it finished within ``media_wait_seconds``.
 
-    It goes on in the background past that (and the outbox sweep retries it if it fails).
+    It goes on past that (and the outbox retries it if it fails).
     """
-    work = runtime.in_background(runtime.relay.dispatch([row_id]))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(work), runtime.settings.media_wait_seconds)
-    return work.done()
+    return await runtime.relay.start_and_wait(row_id, runtime.settings.media_wait_seconds)
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ async def enqueue_notify(
     )
 
 
-@task(NOTIFY)
+@task(NOTIFY, queue="notifications")
 async def notify(relay: Relay, payload: Payload) -> None:
     recipient = int(payload["recipient_id"])
     async with relay.router.begin_for(recipient) as conn:

@@ -1,0 +1,224 @@
+"""Celery on RabbitMQ: the outbox's rows, handed to workers (docs/tasks.md).
+
+A message carries one thing, an outbox row ID: the row is the truth (task, payload,
+attempts, done or not), the message only says "run it". So a message delivered twice,
+or published again by a sweep after a worker died, runs the task at most once more, and
+tasks are idempotent; a message lost with the broker is published again from the row.
+Retries are the outbox's too (``available_at``, ``attempts``, ``dead_at``), not Celery's:
+they survive a broker restart, and dead tasks can be listed across every shard.
+
+Each worker thread keeps one event loop and one Runtime for its life; the Celery task
+runs the row on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from photogram.settings import Settings
+from photogram.tasks.outbox import QUEUES
+
+log = logging.getLogger(__name__)
+
+#: The one Celery task: run an outbox row.
+RUN = "photogram.run"
+
+#: Message priority by queue. Each queue is its own stream (a worker takes from all of
+#: them in turn, so a flood on one cannot starve another); priorities order work within
+#: a queue and say what matters most when one queue takes several kinds of task.
+PRIORITY = {"media": 9, "notifications": 6, "default": 5, "fanout": 3, "maintenance": 1}
+MAX_PRIORITY = 10
+
+
+def queue_name(settings: Settings, queue: str) -> str:
+    return settings.broker_queue_prefix + queue
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app for ``settings.broker_url`` (publishing and the worker both use it)."""
+    if not settings.broker_url:
+        raise ValueError("broker_url is not set")
+    app = Celery("photogram", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_queues=[
+            Queue(
+                queue_name(settings, q),
+                routing_key=queue_name(settings, q),
+                queue_arguments={"x-max-priority": MAX_PRIORITY},
+            )
+            for q in QUEUES
+        ],
+        task_default_queue=queue_name(settings, "default"),
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A message is acknowledged when its task has finished, and given to another
+        # worker if its worker dies first: a killed worker loses nothing.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message at a time per worker process: nothing waits behind a long task in
+        # a prefetch buffer while another process is idle.
+        worker_prefetch_multiplier=1,
+        # Publisher confirms: "published" means the broker has the message.
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_timeout=2.0,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    app.task(name=RUN, ignore_result=True)(_run_row)
+    return app
+
+
+class CeleryPublisher:
+    """Publishes outbox rows from async code, on one thread of its own (kombu blocks)."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="photogram-publish")
+
+    async def publish(self, rows: Sequence[tuple[int, str]]) -> int:
+        if not rows:
+            return 0
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._publish, list(rows))
+
+    def _publish(self, rows: list[tuple[int, str]]) -> int:
+        sent = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for row_id, queue in rows:
+                    self.app.send_task(
+                        RUN,
+                        args=[row_id],
+                        queue=queue_name(self.settings, queue),
+                        routing_key=queue_name(self.settings, queue),
+                        priority=PRIORITY.get(queue, 5),
+                        producer=producer,
+                        retry=False,
+                    )
+                    sent += 1
+        except Exception:
+            log.warning("the broker took %d of %d outbox rows", sent, len(rows), exc_info=True)
+        return sent
+
+    async def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+# --- in a worker process ------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    """One worker thread's event loop and Runtime, made on first use and kept."""
+
+    settings: Settings
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    runtime: Any = None
+
+    def run(self, row_id: int) -> bool:
+        if self.runtime is None:
+            from photogram.runtime import Runtime
+
+            self.runtime = self.loop.run_until_complete(Runtime.open(self.settings))
+        return bool(self.loop.run_until_complete(self.runtime.relay.run(row_id)))
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.loop.run_until_complete(self.runtime.close())
+            self.runtime = None
+        self.loop.close()
+
+
+#: Set by ``run_worker`` before the pool starts.
+_worker_settings: Settings | None = None
+_local = threading.local()
+
+
+def _run_row(row_id: int) -> bool:
+    """The Celery task. Failures are recorded on the row (retried from there), not raised."""
+    worker: _Worker | None = getattr(_local, "worker", None)
+    if worker is None:
+        if _worker_settings is None:
+            raise RuntimeError("outbox rows run in `photogram worker` processes only")
+        worker = _local.worker = _Worker(_worker_settings)
+    return worker.run(int(row_id))
+
+
+class Sweeper:
+    """The relay's sweep in a worker's main process, on a thread with its own loop: it
+    publishes rows whose first hand-over failed, retries that came due, and rows whose
+    worker died."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="photogram-sweep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=15)
+
+    def _main(self) -> None:
+        asyncio.run(self._sweep())
+
+    async def _sweep(self) -> None:
+        from photogram.runtime import Runtime
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        runtime = await Runtime.open(self.settings)
+        try:
+            await runtime.relay.sweep_forever(self.settings.outbox_sweep_seconds, self._stop)
+        finally:
+            await runtime.close()
+
+
+def run_worker(
+    settings: Settings, *, queues: Sequence[str], concurrency: int, loglevel: str = "INFO"
+) -> None:
+    """``photogram worker``: a Celery worker on ``queues``, plus the outbox sweep."""
+    from photogram.tasks.registry import import_tasks
+
+    global _worker_settings
+    import_tasks()
+    _worker_settings = settings
+    app = make_celery(settings)
+    sweeper = Sweeper(settings)
+
+    signals.worker_ready.connect(lambda **_: sweeper.start(), weak=False)
+    signals.worker_shutdown.connect(lambda **_: sweeper.stop(), weak=False)
+
+    app.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(queue_name(settings, q) for q in queues)}",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            # Threads, not forked processes: libvips (and its thread pool) is initialised
+            # at import and does not survive a fork; photo work releases the GIL, and the
+            # rest waits on databases, Redis and the broker.
+            "--pool=threads",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname=photogram-{os.getpid()}@%h",
+        ]
+    )

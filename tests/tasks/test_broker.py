@@ -1,0 +1,197 @@
+"""Background work through RabbitMQ and `photogram worker`, as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from photogram.db.metadata import outbox
+from photogram.runtime import Runtime
+from tests.api import Client, User, api_client
+from tests.graph.helpers import assert_converged, sign_up_spread
+from tests.posts.support import act, comment, post
+from tests.tasks.conftest import (
+    BrokerSettings,
+    broker_stopped,
+    eventually,
+    run_cli,
+    running_worker,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+async def unfinished(runtime: Runtime) -> list[tuple[int, str, int]]:
+    """Outbox rows not done yet: (id, task, attempts)."""
+    rows = await runtime.router.scatter(
+        select(outbox.c.id, outbox.c.task, outbox.c.attempts)
+        .where(outbox.c.done_at.is_(None))
+        .order_by(outbox.c.id)
+        .limit(1000),
+        limit=1000,
+        order="asc",
+    )
+    return [(int(r.id), r.task, int(r.attempts)) for r in rows]
+
+
+async def all_done(runtime: Runtime) -> bool:
+    return not await unfinished(runtime)
+
+
+async def notification_types(client: Client, user: User) -> list[str]:
+    response = await client.get("/api/v1/notifications", headers=user.headers)
+    assert response.status_code == 200, response.text
+    return sorted(n["type"] for n in response.json())
+
+
+async def status_of(client: Client, user: User, status_id: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/statuses/{status_id}", headers=user.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_worker_runs_what_the_api_leaves_to_the_background(
+    broker_settings: BrokerSettings,
+) -> None:
+    settings = await broker_settings()
+    with running_worker(settings, "--concurrency", "2") as worker:
+        async with api_client(settings, init=False) as client:
+            alice, bob, carol = await sign_up_spread(client, "alice", "bob", "carol")
+            await act(client, bob, f"/api/v1/accounts/{alice.id}/follow")
+            await act(client, carol, f"/api/v1/accounts/{alice.id}/follow")
+            # The upload answers 200 once the worker has processed the photo.
+            status = await post(client, alice, "morning light #sea")
+            await act(client, bob, f"/api/v1/statuses/{status['id']}/favourite")
+            await act(client, carol, f"/api/v1/statuses/{status['id']}/favourite")
+            await act(client, carol, f"/api/v1/statuses/{status['id']}/unfavourite")
+
+            await eventually(lambda: all_done(client.runtime), "the outbox drains")
+            await assert_converged(client.runtime, [int(u.id) for u in (alice, bob, carol)])
+            assert await notification_types(client, alice) == ["favourite", "follow", "follow"]
+            seen = await status_of(client, bob, status["id"])
+            assert seen["favourites_count"] == 1
+            assert seen["media_attachments"][0]["type"] == "image"
+            liked = await client.get("/api/v1/favourites", headers=bob.headers)
+            assert [s["id"] for s in liked.json()] == [status["id"]]
+        assert "photogram.run" in worker.output()
+
+
+async def test_writes_succeed_with_the_broker_down_and_nothing_is_lost(
+    broker_settings: BrokerSettings,
+) -> None:
+    """RabbitMQ stopped for a burst of follows, likes, a comment and an upload: every
+    request succeeds; once it is back, every task has run, once in effect."""
+    settings = await broker_settings()
+    with running_worker(settings, "--concurrency", "2"):
+        async with api_client(settings, init=False) as client:
+            users = await sign_up_spread(client, "ana", "ben", "cat", "dan")
+            ana, others = users[0], users[1:]
+            status = await post(client, ana, "before")
+            await eventually(lambda: all_done(client.runtime), "sign-ups settle")
+
+            async with broker_stopped():
+                for user in others:
+                    await act(client, user, f"/api/v1/accounts/{ana.id}/follow")
+                    await act(client, user, f"/api/v1/statuses/{status['id']}/favourite")
+                await comment(client, others[0], status["id"], "lovely")
+                media = await client.post(
+                    "/api/v2/media",
+                    headers=ana.headers,
+                    files={"file": ("p.jpg", await _photo(), "image/jpeg")},
+                )
+                assert media.status_code == 202, media.text  # accepted; processed later
+                assert len(await unfinished(client.runtime)) >= 2 * len(others) + 2
+
+            # Back: the worker's sweep hands everything over, and it all runs.
+            await eventually(lambda: all_done(client.runtime), "the outbox drains")
+            ready = await client.get(f"/api/v1/media/{media.json()['id']}", headers=ana.headers)
+            assert ready.status_code == 200, ready.text
+
+            await assert_converged(client.runtime, [int(u.id) for u in users])
+            assert await notification_types(client, ana) == sorted(
+                ["favourite"] * 3 + ["follow"] * 3 + ["mention"]
+            )
+            seen = await status_of(client, ana, status["id"])
+            assert (seen["favourites_count"], seen["replies_count"]) == (3, 1)
+            for user in others:
+                liked = await client.get("/api/v1/favourites", headers=user.headers)
+                assert [s["id"] for s in liked.json()] == [status["id"]]
+
+
+async def _photo() -> bytes:
+    from tests.posts.support import PHOTO
+
+    return PHOTO
+
+
+async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
+    broker_settings: BrokerSettings,
+) -> None:
+    """The media store is broken: processing fails, is retried with backoff, then is dead
+    and listed; once the store is mended, `photogram tasks retry` runs it again."""
+    settings = await broker_settings(task_max_attempts=2, media_wait_seconds=0.2)
+    media_dir = settings.data_dir / "media"
+    with running_worker(settings, "--concurrency", "1"):
+        async with api_client(settings, init=False) as client:
+            ana = await client.sign_up("ana")
+            await eventually(lambda: all_done(client.runtime), "sign-ups settle")
+            shutil.rmtree(media_dir, ignore_errors=True)
+            media_dir.write_bytes(b"not a directory")  # every write to the store fails
+
+            response = await client.post(
+                "/api/v2/media",
+                headers=ana.headers,
+                files={"file": ("p.jpg", await _photo(), "image/jpeg")},
+            )
+            assert response.status_code == 202, response.text
+            media_id = response.json()["id"]
+
+            async def dead() -> list[dict[str, Any]] | None:
+                listed = run_cli(settings, "tasks", "dead", "--json")
+                assert listed.returncode == 0, listed.stderr
+                found: list[dict[str, Any]] = json.loads(listed.stdout)
+                return found or None
+
+            (task,) = await eventually(dead, "the processing task is dead")
+            assert task["task"] == "media.process"
+            assert task["queue"] == "media"
+            assert task["attempts"] == 2
+            assert task["payload"] == {"media_id": int(media_id)}
+            assert task["last_error"]
+
+            media_dir.unlink()  # mended
+            retried = run_cli(settings, "tasks", "retry", task["id"])
+            assert retried.returncode == 0, retried.stderr
+            assert "1 tasks retried" in retried.stdout
+            await eventually(lambda: all_done(client.runtime), "the retried task runs")
+            ready = await client.get(f"/api/v1/media/{media_id}", headers=ana.headers)
+            assert ready.status_code == 200, ready.text
+            assert run_cli(settings, "tasks", "dead", "--json").stdout.strip() == "[]"
+
+            again = run_cli(settings, "tasks", "retry", task["id"])
+            assert again.returncode == 1
+            assert again.stderr.strip() == f"photogram: error: not dead tasks: {task['id']}"
+
+
+async def test_upload_answers_202_then_200_as_the_worker_catches_up(
+    broker_settings: BrokerSettings,
+) -> None:
+    settings = await broker_settings(media_wait_seconds=0.5)
+    async with api_client(settings, init=False) as client:
+        ana = await client.sign_up("ana")
+        # No worker yet: the upload is accepted and waits in the queue.
+        response = await client.post(
+            "/api/v2/media",
+            headers=ana.headers,
+            files={"file": ("p.jpg", await _photo(), "image/jpeg")},
+        )
+        assert response.status_code == 202
+        with running_worker(settings, "--concurrency", "1"):
+            await eventually(lambda: all_done(client.runtime), "the queue drains")
+        ready = await client.get(f"/api/v1/media/{response.json()['id']}", headers=ana.headers)
+        assert ready.status_code == 200
