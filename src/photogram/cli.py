@@ -193,6 +193,10 @@ def worker(
         int, typer.Option(min=1, help="Tasks run at once, each on a thread of its own.")
     ] = 2 * (os.cpu_count() or 1),
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve Prometheus metrics on this port (at host)."),
+    ] = None,
 ) -> None:
     """Run background work from RabbitMQ (needs broker_url), and the outbox relay's sweep."""
     from photogram.tasks.broker import run_worker
@@ -213,7 +217,13 @@ def worker(
         await router.close()
 
     run(check)
-    run_worker(settings, queues=wanted, concurrency=concurrency, loglevel=loglevel.upper())
+    run_worker(
+        settings,
+        queues=wanted,
+        concurrency=concurrency,
+        loglevel=loglevel.upper(),
+        metrics_port=metrics_port,
+    )
 
 
 @tasks_app.command("dead")

@@ -6,6 +6,7 @@ import json
 import shutil
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -13,7 +14,8 @@ from photogram.db.metadata import outbox
 from photogram.runtime import Runtime
 from tests.api import Client, User, api_client
 from tests.graph.helpers import assert_converged, sign_up_spread
-from tests.posts.support import act, comment, post
+from tests.posts.support import PHOTO, act, comment, post
+from tests.server import free_port
 from tests.tasks.conftest import (
     BrokerSettings,
     broker_stopped,
@@ -38,6 +40,14 @@ async def unfinished(runtime: Runtime) -> list[tuple[int, str, int]]:
     return [(int(r.id), r.task, int(r.attempts)) for r in rows]
 
 
+def metric(exposition: str, sample: str) -> float:
+    """A sample's value in Prometheus text (0 if absent)."""
+    for line in exposition.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def all_done(runtime: Runtime) -> bool:
     return not await unfinished(runtime)
 
@@ -59,7 +69,8 @@ async def test_a_worker_runs_what_the_api_leaves_to_the_background(
     broker_settings: BrokerSettings,
 ) -> None:
     settings = await broker_settings()
-    with running_worker(settings, "--concurrency", "2") as worker:
+    port = free_port()
+    with running_worker(settings, "--concurrency", "2", "--metrics-port", str(port)) as worker:
         async with api_client(settings, init=False) as client:
             alice, bob, carol = await sign_up_spread(client, "alice", "bob", "carol")
             await act(client, bob, f"/api/v1/accounts/{alice.id}/follow")
@@ -78,6 +89,15 @@ async def test_a_worker_runs_what_the_api_leaves_to_the_background(
             assert seen["media_attachments"][0]["type"] == "image"
             liked = await client.get("/api/v1/favourites", headers=bob.headers)
             assert [s["id"] for s in liked.json()] == [status["id"]]
+
+            published = (await client.get("/metrics")).text
+            assert metric(published, 'photogram_tasks_published_total{queue="media"}') >= 1
+        async with httpx.AsyncClient() as scraper:
+            ran = (await scraper.get(f"http://127.0.0.1:{port}/metrics")).text
+        # The worker is a process of its own: its counters are this test's alone.
+        assert (
+            metric(ran, 'photogram_tasks_runs_total{outcome="succeeded",task="media.process"}') == 1
+        )
         assert "photogram.run" in worker.output()
 
 
@@ -102,7 +122,7 @@ async def test_writes_succeed_with_the_broker_down_and_nothing_is_lost(
                 media = await client.post(
                     "/api/v2/media",
                     headers=ana.headers,
-                    files={"file": ("p.jpg", await _photo(), "image/jpeg")},
+                    files={"file": ("p.jpg", PHOTO, "image/jpeg")},
                 )
                 assert media.status_code == 202, media.text  # accepted; processed later
                 assert len(await unfinished(client.runtime)) >= 2 * len(others) + 2
@@ -123,12 +143,6 @@ async def test_writes_succeed_with_the_broker_down_and_nothing_is_lost(
                 assert [s["id"] for s in liked.json()] == [status["id"]]
 
 
-async def _photo() -> bytes:
-    from tests.posts.support import PHOTO
-
-    return PHOTO
-
-
 async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
     broker_settings: BrokerSettings,
 ) -> None:
@@ -146,7 +160,7 @@ async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
             response = await client.post(
                 "/api/v2/media",
                 headers=ana.headers,
-                files={"file": ("p.jpg", await _photo(), "image/jpeg")},
+                files={"file": ("p.jpg", PHOTO, "image/jpeg")},
             )
             assert response.status_code == 202, response.text
             media_id = response.json()["id"]
@@ -188,7 +202,7 @@ async def test_upload_answers_202_then_200_as_the_worker_catches_up(
         response = await client.post(
             "/api/v2/media",
             headers=ana.headers,
-            files={"file": ("p.jpg", await _photo(), "image/jpeg")},
+            files={"file": ("p.jpg", PHOTO, "image/jpeg")},
         )
         assert response.status_code == 202
         with running_worker(settings, "--concurrency", "1"):

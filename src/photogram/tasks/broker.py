@@ -192,11 +192,20 @@ class Sweeper:
 
 
 def run_worker(
-    settings: Settings, *, queues: Sequence[str], concurrency: int, loglevel: str = "INFO"
+    settings: Settings,
+    *,
+    queues: Sequence[str],
+    concurrency: int,
+    loglevel: str = "INFO",
+    metrics_port: int | None = None,
 ) -> None:
     """``photogram worker``: a Celery worker on ``queues``, plus the outbox sweep."""
+    from prometheus_client import start_http_server
+
     from photogram.tasks.registry import import_tasks
 
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=settings.host)
     global _worker_settings
     import_tasks()
     _worker_settings = settings

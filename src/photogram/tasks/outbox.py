@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import outbox
 from photogram.db.router import Router
+from photogram.tasks import metrics
 
 if TYPE_CHECKING:
     from photogram.runtime import Runtime
@@ -152,14 +154,19 @@ class Relay:
         if row is None or row.done_at is not None or row.dead_at is not None:
             return False
         fn = _TASKS.get(row.task)
+        started = time.perf_counter()
         try:
             if fn is None:
                 raise LookupError(f"no task named {row.task!r}")
             await fn(self, dict(row.payload))
         except Exception as error:
             log.exception("outbox task %s (%s) failed; it will be retried", row.task, row_id)
-            await self._failed(row_id, error)
+            dead = await self._failed(row_id, error)
+            metrics.RUNS.labels(row.task, "dead" if dead else "failed").inc()
             return False
+        finally:
+            metrics.SECONDS.labels(row.task).observe(time.perf_counter() - started)
+        metrics.RUNS.labels(row.task, "succeeded").inc()
         async with self.router.begin_for(row_id) as conn:
             await conn.execute(
                 update(outbox).where(outbox.c.id == row_id).values(done_at=datetime.now(UTC))
@@ -169,7 +176,8 @@ class Relay:
     # The name the tests and older callers know.
     _run_one = run
 
-    async def _failed(self, row_id: int, error: Exception) -> None:
+    async def _failed(self, row_id: int, error: Exception) -> bool:
+        """Record a failure and when to try again; whether the task is now dead."""
         now = datetime.now(UTC)
         async with self.router.begin_for(row_id) as conn:
             attempts = 1 + int(
@@ -190,6 +198,7 @@ class Relay:
             )
         if dead:
             log.error("outbox task %s failed %d times: it is dead", row_id, attempts)
+        return dead
 
     async def hand_over(self, row_ids: list[int]) -> int:
         """Claim rows for the broker (so one relay publishes each) and publish them; how
@@ -226,8 +235,11 @@ class Relay:
             sent = await self.publisher.publish(claimed)
         except Exception:
             log.exception("publishing outbox rows failed; the sweep will retry")
+        for _, queue in claimed[:sent]:
+            metrics.PUBLISHED.labels(queue).inc()
         unsent = [row_id for row_id, _ in claimed[sent:]]
         if unsent:
+            metrics.PUBLISH_FAILURES.inc(len(unsent))
             await self._release(unsent, now)
         return sent
 

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-# Imported for its side effect: the cache counters exist (at zero) from the first scrape,
-# whether or not a request has used the cache yet.
-import photogram.cache.metrics  # noqa: F401
+# Imported for their side effect: the cache and task counters exist (at zero) from the
+# first scrape, whether or not anything has used them yet.
+import photogram.cache.metrics
+import photogram.tasks.metrics  # noqa: F401
 
 api = APIRouter()
 
