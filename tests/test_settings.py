@@ -63,6 +63,9 @@ def test_databases_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
         ({"PHOTOGRAM_ENVIRONMENT": "production"}, "secret_key is still the placeholder"),
         ({"PHOTOGRAM_PORT": "70000"}, "port"),
         ({"PHOTOGRAM_DATABASES": '{"bad name": "postgresql://h/a"}'}, "plain identifier"),
+        ({"PHOTOGRAM_MEDIA_SPOOL_STORE": "nowhere"}, "media_spool_store 'nowhere' is not one"),
+        ({"PHOTOGRAM_MEDIA_SPOOL_STORE": "local"}, "must not be the media_store"),
+        ({"PHOTOGRAM_BROKER_QUEUE_PREFIX": "a b"}, "broker_queue_prefix"),
     ],
 )
 def test_bad_settings_are_one_clear_line(

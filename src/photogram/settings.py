@@ -271,6 +271,12 @@ class Settings(BaseSettings):
     # The media store in use: one of the names in media_stores.
     media_store: str = "local"
 
+    # Where uploads wait for processing when workers run on other hosts than the app
+    # servers: one of the media_stores, private (an upload still carries its metadata, GPS
+    # included, until processing strips it), and never the media_store itself. Unset: a
+    # directory under data_dir, which app servers and workers must then share.
+    media_spool_store: str | None = None
+
     # argon2id cost for password hashes (RFC 9106's low-memory profile by default).
     password_time_cost: Annotated[int, Field(ge=1)] = 3
     password_memory_kib: Annotated[int, Field(ge=8)] = 65536
@@ -445,10 +451,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _media_stores(self) -> Settings:
-        if self.media_store not in self.media_stores:
+        for setting in ("media_store", "media_spool_store"):
+            chosen = getattr(self, setting)
+            if chosen is not None and chosen not in self.media_stores:
+                raise ValueError(
+                    f"{setting} {chosen!r} is not one of the media_stores "
+                    f"({', '.join(sorted(self.media_stores)) or 'none configured'})"
+                )
+        if self.media_spool_store == self.media_store:
             raise ValueError(
-                f"media_store {self.media_store!r} is not one of the media_stores "
-                f"({', '.join(sorted(self.media_stores)) or 'none configured'})"
+                "media_spool_store must not be the media_store: uploads waiting there still "
+                "carry their metadata, and the media store is served"
             )
         # Made absolute here, once: the directory a store names must not depend on the
         # working directory of whichever process opens it later.

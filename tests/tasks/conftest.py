@@ -99,7 +99,8 @@ class Worker:
     def __init__(self, settings: Settings, *args: str) -> None:
         self.settings = settings
         self.args = args
-        self.log = Path(settings.data_dir) / f"worker-{id(self)}.log"
+        # Beside the data dir, not in it: tests look at what a worker leaves there.
+        self.log = Path(settings.data_dir).parent / f"worker-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,3 +210,27 @@ async def test_upload_answers_202_then_200_as_the_worker_catches_up(
             await eventually(lambda: all_done(client.runtime), "the queue drains")
         ready = await client.get(f"/api/v1/media/{response.json()['id']}", headers=ana.headers)
         assert ready.status_code == 200
+
+
+async def test_a_worker_on_another_host_processes_uploads_from_the_spool_store(
+    broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    """The worker shares no data_dir with the app server: uploads reach it through the
+    private spool store, and leave it once processed."""
+    stores = {
+        "photos": {"kind": "filesystem", "path": str(tmp_path / "photos")},
+        "spool": {"kind": "filesystem", "path": str(tmp_path / "spool")},
+    }
+    settings = await broker_settings(
+        media_stores=stores, media_store="photos", media_spool_store="spool"
+    )
+    elsewhere = settings.model_copy(update={"data_dir": tmp_path / "worker-host"})
+    with running_worker(elsewhere, "--concurrency", "1"):
+        async with api_client(settings, init=False) as client:
+            ana = await client.sign_up("ana")
+            status = await post(client, ana, "from the app host")
+            assert status["media_attachments"][0]["meta"]["original"]["width"] == 64
+    assert list((tmp_path / "photos").rglob("*.jpg"))
+    assert not [p for p in (tmp_path / "spool").rglob("*") if p.is_file()]
+    # The worker's fetched copy is gone too.
+    assert not [p for p in (tmp_path / "worker-host").rglob("*") if p.is_file()]

@@ -2,7 +2,8 @@
 
 An upload is checked by content in the request (``probe``: type, size, pixel count, a
 full decode), so hostile files are refused at once and nothing is stored for them. The
-accepted bytes wait in a private spool file under the data dir, never in a media store:
+accepted bytes wait in a private spool file under the data dir (or, for workers on other
+hosts, in the private ``media_spool_store``), never in the media store that is served:
 they still carry their metadata (GPS). Processing (sizes, filter, blurhash) is an outbox
 task, first run straight after the upload commits; only its stripped variants are
 stored, each recorded with its size and MD5 in the transaction that marks the photo ready.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import media_attachments, media_objects
 from photogram.media import filters, processing
 from photogram.media.schemas import MediaAttachment, render_attachment
+from photogram.media.stores import BlobStore, ObjectNotFoundError
 from photogram.runtime import Runtime
 from photogram.tasks.outbox import Payload, Relay, enqueue, task
 from photogram.web.deps import path_id
@@ -91,6 +94,58 @@ def spool_path(runtime: Runtime, media_id: int) -> Path:
     return spool_directory(runtime) / f"{media_id}.upload"
 
 
+def spool_key(media_id: int) -> str:
+    """An upload's key in ``media_spool_store``."""
+    return f"spool/{shard_of(media_id):04d}/{media_id}.upload"
+
+
+def spool_store(runtime: Runtime) -> BlobStore | None:
+    name = runtime.settings.media_spool_store
+    return None if name is None else runtime.stores[name]
+
+
+async def _keep_upload(runtime: Runtime, spooled: Path, media_id: int) -> None:
+    """Keep an accepted upload where processing will find it, under its media ID."""
+    store = spool_store(runtime)
+    if store is None:
+        await asyncio.to_thread(os.replace, spooled, spool_path(runtime, media_id))
+        return
+    await store.put(spool_key(media_id), await asyncio.to_thread(spooled.read_bytes))
+    await asyncio.to_thread(spooled.unlink, missing_ok=True)
+
+
+async def _fetch_upload(runtime: Runtime, media_id: int) -> Path | None:
+    """The upload as a local file to process (fetched from the spool store if there is
+    one); None if it is gone."""
+    store = spool_store(runtime)
+    if store is None:
+        path = spool_path(runtime, media_id)
+        return path if await asyncio.to_thread(path.exists) else None
+    try:
+        data = await store.get(spool_key(media_id))
+    except ObjectNotFoundError:
+        return None
+    local = spool_directory(runtime) / f"{media_id}.{secrets.token_hex(4)}.fetched"
+    await asyncio.to_thread(_write_private, local, data)
+    return local
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+async def _forget_upload(runtime: Runtime, media_id: int) -> None:
+    """Remove the waiting upload: processed, failed or deleted."""
+    store = spool_store(runtime)
+    if store is None:
+        await asyncio.to_thread(spool_path(runtime, media_id).unlink, missing_ok=True)
+    else:
+        await store.delete(spool_key(media_id))
+
+
 def object_key(media_id: int, variant: str, extension: str) -> str:
     """Where a variant is stored: derived from the media ID alone (its shard first)."""
     return f"{shard_of(media_id):04d}/{media_id}/{variant}.{extension}"
@@ -109,7 +164,7 @@ async def do_upload(
         media_id = int(await conn.scalar(select(next_id(shard))) or 0)
         # Its key may hold "no such photo", cached by a request that named the ID early.
         changed.add(media_key(media_id))
-        await asyncio.to_thread(os.replace, spooled, spool_path(runtime, media_id))
+        await _keep_upload(runtime, spooled, media_id)
         focus_x, focus_y = edit.focus or (0.0, 0.0)
         await conn.execute(
             insert(media_attachments).values(
@@ -141,21 +196,37 @@ async def process_photo(relay: Relay, payload: Payload) -> None:
                 )
             )
         ).first()
-    source = spool_path(runtime, media_id)
     if row is None or row.state != "processing":
-        await asyncio.to_thread(source.unlink, missing_ok=True)
+        await _forget_upload(runtime, media_id)
         return
+    source = await _fetch_upload(runtime, media_id)
+    if source is None:
+        # A run that finished meanwhile removed it (the retry then finds the photo ready),
+        # or this host cannot see the spool: retried, and dead if it never appears.
+        where = runtime.settings.media_spool_store or str(spool_directory(runtime))
+        raise FileNotFoundError(
+            f"upload {media_id} is not in the spool ({where}); workers on other hosts than "
+            "the app servers need a shared media_spool_store"
+        )
+    try:
+        await _process(runtime, media_id, source, row.filter)
+    finally:
+        if source != spool_path(runtime, media_id):  # a copy fetched from the spool store
+            await asyncio.to_thread(source.unlink, missing_ok=True)
+
+
+async def _process(runtime: Runtime, media_id: int, source: Path, filter_name: str) -> None:
     try:
         made = await asyncio.to_thread(
             processing.process,
             source,
-            filter_name=row.filter,
+            filter_name=filter_name,
             max_pixels=runtime.settings.media_max_pixels,
             max_bytes=runtime.settings.media_max_bytes,
         )
     except processing.InvalidImage as exc:  # probe passed; a mismatch here is not retried
         await _mark_failed(runtime, media_id, str(exc))
-        await asyncio.to_thread(source.unlink, missing_ok=True)
+        await _forget_upload(runtime, media_id)
         return
     store_name, store = runtime.settings.media_store, runtime.store
     stored = []
@@ -198,7 +269,7 @@ async def process_photo(relay: Relay, payload: Payload) -> None:
                 processed_at=datetime.now(UTC),
             )
         )
-    await asyncio.to_thread(source.unlink, missing_ok=True)
+    await _forget_upload(runtime, media_id)
 
 
 async def enqueue_delete_media(conn: AsyncConnection, shard: int, media_ids: list[int]) -> int:
@@ -234,7 +305,7 @@ async def delete_photos(relay: Relay, payload: Payload) -> None:
         ):
             await conn.execute(delete(media_objects).where(media_objects.c.media_id == media_id))
             await conn.execute(delete(media_attachments).where(media_attachments.c.id == media_id))
-        await asyncio.to_thread(spool_path(runtime, media_id).unlink, missing_ok=True)
+        await _forget_upload(runtime, media_id)
 
 
 async def _mark_failed(runtime: Runtime, media_id: int, why: str) -> None:
@@ -244,7 +315,7 @@ async def _mark_failed(runtime: Runtime, media_id: int, why: str) -> None:
     ):
         await conn.execute(
             update(media_attachments)
-            .where(media_attachments.c.id == media_id)
+            .where(media_attachments.c.id == media_id, media_attachments.c.state == "processing")
             .values(state="failed", error=why)
         )
 
