@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import httpx
 
 from photogram.app import create_app
-from photogram.db.migrations import init_cluster
 from photogram.runtime import Runtime
 from photogram.settings import Settings
+from tests.conftest import init_test_cluster
 
 PASSWORD = "correct horse battery staple"
 SCOPES = "read write follow push"
@@ -112,7 +112,7 @@ async def api_client(settings: Settings, *, init: bool = True) -> AsyncIterator[
     """An HTTP client talking to a fresh app over ASGI (no sockets), lifespan included."""
     settings = settings.model_copy(update=FAST)
     if init:
-        await init_cluster(settings, 16)
+        await init_test_cluster(settings, 16)
     app = create_app(settings, background=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

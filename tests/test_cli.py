@@ -113,7 +113,9 @@ async def test_init_twice_is_harmless(make_settings: MakeSettings) -> None:
     finally:
         await router.close()
 
-    status = await photogram("shards", "status", "--json", env=env)
+    status, table = await asyncio.gather(
+        photogram("shards", "status", "--json", env=env), photogram("shards", "status", env=env)
+    )
     assert status.code == 0, status.err
     report = status.json
     assert report["logical_shards"] == 8  # type: ignore[index]
@@ -121,7 +123,6 @@ async def test_init_twice_is_harmless(make_settings: MakeSettings) -> None:
     assert placed == 8
     assert sum(db["total_rows"] for db in report["databases"]) == 2  # type: ignore[index]
     assert report["problems"] == []  # type: ignore[index]
-    table = await photogram("shards", "status", env=env)
     assert table.code == 0
     assert "8 logical shards" in table.out
 
@@ -129,8 +130,10 @@ async def test_init_twice_is_harmless(make_settings: MakeSettings) -> None:
 async def test_shard_count_is_fixed_at_init(make_settings: MakeSettings) -> None:
     env = env_for(await make_settings())
     assert (await photogram("init", "--shards", "8", env=env)).code == 0
-    one_line_error(await photogram("init", "--shards", "16", env=env), "initialised with 8")
-    bad = await photogram("init", "--shards", "1000", env=env)
+    other, bad = await asyncio.gather(
+        photogram("init", "--shards", "16", env=env), photogram("init", "--shards", "1000", env=env)
+    )
+    one_line_error(other, "initialised with 8")
     assert bad.code == 2
     one_line_error(bad, "power of two")
 
@@ -151,8 +154,10 @@ async def test_status_before_init(make_settings: MakeSettings) -> None:
 )
 async def test_unusable_global_database(tmp_path: Path, dsn: str, fragments: list[str]) -> None:
     env = env_for(Settings(data_dir=tmp_path), PHOTOGRAM_GLOBAL_DATABASE=dsn)
-    for command in (["init"], ["shards", "status"], ["serve"]):
-        one_line_error(await photogram(*command, env=env), *fragments)
+    commands = (["init"], ["shards", "status"], ["serve"])
+    # At once: each is mostly a process starting.
+    for ran in await asyncio.gather(*(photogram(*command, env=env) for command in commands)):
+        one_line_error(ran, *fragments)
 
 
 async def test_missing_schema_and_unreachable_shard_database(
@@ -174,12 +179,15 @@ async def test_missing_schema_and_unreachable_shard_database(
     assert "s0003" in ran.err
     assert "photogram init" in ran.err
     assert (await photogram("init", env=env)).code == 0
-    assert (await photogram("shards", "status", env=env)).code == 0
 
     broken = dict(settings.databases, pg_b="postgresql://postgres@127.0.0.1:1/x")
-    ran = await photogram(
-        "shards", "status", "--json", env=env | {"PHOTOGRAM_DATABASES": json.dumps(broken)}
+    repaired, ran = await asyncio.gather(
+        photogram("shards", "status", env=env),
+        photogram(
+            "shards", "status", "--json", env=env | {"PHOTOGRAM_DATABASES": json.dumps(broken)}
+        ),
     )
+    assert repaired.code == 0
     assert ran.code == 1
     assert "cannot connect to database 'pg_b'" in ran.err
     assert [db["reachable"] for db in ran.json["databases"]] == [True, False]  # type: ignore[index]

@@ -29,13 +29,12 @@ from photogram.db.metadata import (
     status_tags,
     statuses,
 )
-from photogram.db.migrations import init_cluster
 from photogram.db.router import Router
 from photogram.posts import text
 from photogram.runtime import Runtime
 from photogram.settings import Settings
 from tests.api import api_client, bearer
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, init_test_cluster
 from tests.posts.support import posts_settings
 from tests.test_cli import env_for, one_line_error, photogram
 
@@ -332,7 +331,7 @@ async def summary(router: Router) -> dict[str, Any]:
 
 
 async def filled(settings: Settings, plan: demo.Plan, bulk: bool) -> dict[str, Any]:
-    await init_cluster(settings, 16)
+    await init_test_cluster(settings, 16)
     runtime = await Runtime.open(settings)
     try:
         write = demo.write_in_bulk if bulk else demo.write_with_actions

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from photogram.cache import LeaseCache, open_cache
 from photogram.db.router import Router
+from photogram.feeds.store import FeedStore
 from photogram.media.stores import BlobStore, open_stores
 from photogram.settings import Settings
 from photogram.tasks.outbox import Publisher, Relay
@@ -35,6 +36,8 @@ class Runtime:
     stores: dict[str, BlobStore]
     #: The look-aside cache (docs/cache.md): memcached with ``cache_servers``, else in-process.
     cache: LeaseCache = field(init=False)
+    #: Home feeds in Redis (docs/feeds.md); None without ``redis_url``.
+    feeds: FeedStore | None = field(init=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: Work started for a request that answered before it finished (kept from collection).
@@ -42,6 +45,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.cache = open_cache(self.settings)
+        self.feeds = FeedStore.open(self.settings)
         # Tasks reach the cache (and the stores) through their relay.
         if self.relay.runtime is None:
             self.relay.runtime = self
@@ -107,4 +111,6 @@ class Runtime:
         for store in self.stores.values():
             await store.close()
         await self.cache.close()
+        if self.feeds is not None:
+            await self.feeds.close()
         await self.router.close()

@@ -15,14 +15,13 @@ from sqlalchemy import insert
 
 from photogram.db.ids import next_id
 from photogram.db.metadata import accounts, blocks, follow_requests_out, follows
-from photogram.db.migrations import init_cluster
 from photogram.db.router import Router
 from photogram.graph import actions
 from photogram.runtime import Runtime
 from photogram.tasks.outbox import Relay
 from photogram.web.errors import ApiError
 from tests.api import FAST
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, init_test_cluster
 from tests.graph.helpers import assert_converged, edge_rows
 
 ACCOUNTS = 3  # account 0 is locked
@@ -60,7 +59,7 @@ class LateRelay(Relay):
 @pytest.fixture
 async def late_runtime(make_settings: MakeSettings) -> AsyncIterator[Runtime]:
     settings = (await make_settings()).model_copy(update=FAST)
-    await init_cluster(settings, 16)
+    await init_test_cluster(settings, 16)
     router = await Router.open(settings)
     runtime = Runtime(settings=settings, router=router, relay=LateRelay(router), stores={})
     try:

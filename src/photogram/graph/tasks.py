@@ -33,6 +33,7 @@ from photogram.db.metadata import (
     followers,
     follows,
 )
+from photogram.feeds.tasks import enqueue_follow
 from photogram.graph.queries import add_edge, edge_keys, lock_account, reconcile, remove_edge
 from photogram.notifications.tasks import add_notification, remove_notification
 from photogram.runtime import Runtime
@@ -118,6 +119,7 @@ async def sync_follow(relay: Relay, payload: Payload) -> None:
 
     async def write(state: tuple[int | None, int | None]) -> list[int]:
         follow_id, request_id = state
+        queued: list[int] = []
         async with (
             runtime.invalidating(*edge_keys(followee, follower)),
             router.begin_for(followee) as conn,
@@ -130,6 +132,9 @@ async def sync_follow(relay: Relay, payload: Payload) -> None:
             )
             if followed and follow_id is not None:
                 await add_notification(conn, followee, "follow", follower)
+            if followed and runtime.feeds is not None:
+                # The follower's home feed follows the mirror, after this commit (docs/feeds.md).
+                queued.append(await enqueue_follow(conn, shard_of(followee), follower, followee))
             requested = await reconcile(conn, follow_requests_in, followee, follower, request_id)
             if request_id is None:
                 # Whether or not this removed the mirror: authorizing, rejecting and
@@ -137,7 +142,7 @@ async def sync_follow(relay: Relay, payload: Payload) -> None:
                 await remove_notification(conn, followee, "follow_request", follower)
             elif requested:
                 await add_notification(conn, followee, "follow_request", follower)
-        return []
+        return queued
 
     await converge(relay, read, write)
 

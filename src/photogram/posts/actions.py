@@ -40,6 +40,7 @@ from photogram.db.metadata import (
     statuses,
     usernames,
 )
+from photogram.feeds.tasks import enqueue_fanout, enqueue_unfanout
 from photogram.graph.queries import add_edge, remove_edge
 from photogram.graph.visibility import hidden_from
 from photogram.media.actions import enqueue_delete_media
@@ -357,6 +358,8 @@ async def do_post(
             .values(statuses_count=accounts.c.statuses_count + 1, last_status_at=now)
         )
         queued = await _record_mentions(conn, shard, status_id, author_id, mentioned)
+        if runtime.feeds is not None:
+            queued.append(await enqueue_fanout(conn, shard, status_id))
     await runtime.relay.dispatch(queued)
     return status_id
 
@@ -539,6 +542,8 @@ async def do_delete(runtime: Runtime, viewer_id: int, raw_id: str) -> Status:
             )
             changed.add(account_counters_key(int(row.account_id)))
             queued.append(await enqueue_delete_media(conn, shard, [int(m) for m in row.media_ids]))
+            if runtime.feeds is not None:
+                queued.append(await enqueue_unfanout(conn, shard, int(row.id), int(row.account_id)))
         else:
             await conn.execute(queries.bump_status(int(row.in_reply_to_id), "replies_count", -1))
             changed.add(status_counters_key(int(row.in_reply_to_id)))

@@ -140,8 +140,9 @@ def tag_rows(status_id: int) -> Any:
 
 
 def posts_by(account_ids: list[int], page: Page) -> Select[Any]:
-    """Top-level posts of these accounts (all on one shard, or SQLite's one schema)."""
-    stmt = select(statuses.c.id).where(
+    """Top-level posts of these accounts (all on one shard, or SQLite's one schema): their
+    IDs and authors."""
+    stmt = select(statuses.c.id, statuses.c.account_id).where(
         statuses.c.account_id.in_(account_ids), statuses.c.in_reply_to_id.is_(None)
     )
     return page.apply(stmt, statuses.c.id)

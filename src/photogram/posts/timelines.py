@@ -11,17 +11,24 @@ merged from wherever they live, then hydrated in bulk (``render.statuses_for``):
 - an account's: on the account's own shard.
 
 What the viewer may not see is dropped after the IDs are chosen, so a page can come
-back short; its Link header still moves past everything it looked at.
+back short; its Link header still moves past everything it looked at. Muted accounts are
+left out when the IDs are chosen, so they cost a page nothing.
+
+With ``redis_url`` set, home is read from a precomputed feed instead (``feeds.timeline``,
+docs/feeds.md), which chooses the same IDs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, exists, or_, select
 
 from photogram.accounts.actions import visible_account
-from photogram.db.metadata import follows
+from photogram.db.metadata import follows, mutes
+from photogram.feeds.store import Entry
 from photogram.posts import queries
 from photogram.posts.render import statuses_for
 from photogram.posts.schemas import Status
@@ -39,21 +46,62 @@ def _pick(rows: list[Row[Any]], page: Page) -> list[int]:
     return page.in_order(ids)
 
 
-async def following(runtime: Runtime, viewer_id: int) -> list[int]:
-    async with runtime.router.connect_for(viewer_id) as conn:
-        found = await conn.scalars(
-            select(follows.c.target_id).where(follows.c.account_id == viewer_id)
+async def following(runtime: Runtime, viewer_id: int) -> tuple[list[int], set[int]]:
+    """Whom the viewer follows, and which of them the viewer mutes (mutes that have not
+    lapsed): one query on the viewer's shard."""
+    now = datetime.now(UTC)
+    muted = (
+        exists()
+        .where(
+            mutes.c.account_id == viewer_id,
+            mutes.c.target_id == follows.c.target_id,
+            or_(mutes.c.expires_at.is_(None), mutes.c.expires_at > now),
         )
-        return [int(i) for i in found]
+        .label("muted")
+    )
+    async with runtime.router.connect_for(viewer_id) as conn:
+        rows = (
+            await conn.execute(
+                select(follows.c.target_id, muted).where(follows.c.account_id == viewer_id)
+            )
+        ).all()
+    return [int(r.target_id) for r in rows], {int(r.target_id) for r in rows if r.muted}
 
 
-async def home_ids(runtime: Runtime, viewer_id: int, page: Page) -> list[int]:
-    authors = [viewer_id, *await following(runtime, viewer_id)]
+def home_authors(viewer_id: int, followed: Iterable[int], muted: set[int]) -> list[int]:
+    """Whose posts home lists: the viewer's own and those of the accounts it follows and
+    has not muted."""
+    return [viewer_id, *(a for a in followed if a not in muted)]
+
+
+async def select_posts(runtime: Runtime, authors: Iterable[int], page: Page) -> list[Entry]:
+    """The page's top-level posts of ``authors`` as (ID, author), newest first: per chunk
+    of authors, one query per physical database."""
+    authors = list(dict.fromkeys(authors))
     rows: list[Row[Any]] = []
     for at in range(0, len(authors), AUTHORS_CHUNK):
         chunk = authors[at : at + AUTHORS_CHUNK]
         rows += await runtime.router.by_ids(lambda ids: queries.posts_by(ids, page), chunk)
-    return _pick(rows, page)
+    author_of = {int(r.id): int(r.account_id) for r in rows}
+    return [(i, author_of[i]) for i in _pick(rows, page)]
+
+
+async def pulled_home_ids(runtime: Runtime, viewer_id: int, page: Page) -> list[int]:
+    """The home page's IDs read from the shards, whether or not feeds are on."""
+    followed, muted = await following(runtime, viewer_id)
+    return [
+        i for i, _ in await select_posts(runtime, home_authors(viewer_id, followed, muted), page)
+    ]
+
+
+async def home_ids(runtime: Runtime, viewer_id: int, page: Page) -> list[int]:
+    if runtime.feeds is None:
+        return await pulled_home_ids(runtime, viewer_id, page)
+    # Imported here: the push path reads the shards through this module's functions.
+    from photogram.feeds import timeline
+
+    followed, muted = await following(runtime, viewer_id)
+    return await timeline.home_ids(runtime, viewer_id, followed, muted, page)
 
 
 async def home(runtime: Runtime, viewer_id: int, page: Page) -> tuple[list[Status], list[int]]:

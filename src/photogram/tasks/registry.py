@@ -6,6 +6,7 @@ import importlib
 
 #: Modules with ``@task`` functions (an app server imports them through its routes).
 TASK_MODULES = (
+    "photogram.feeds.tasks",
     "photogram.graph.tasks",
     "photogram.media.actions",
     "photogram.notifications.tasks",
