@@ -236,44 +236,35 @@ async def load(base: str, tokens: list[str], args: argparse.Namespace) -> dict[s
     }
 
 
+async def seed(env: dict[str, str], args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """``photogram init`` and ``photogram demo`` as an operator runs them, each timed."""
+    print(f"{name}: init …", file=sys.stderr)
+    started = time.perf_counter()
+    await photogram(env, "init", "--shards", str(args.shards), "--json")
+    init_s = time.perf_counter() - started
+    print(f"{name}: demo …", file=sys.stderr)
+    started = time.perf_counter()
+    sizes = {
+        "--users": args.users,
+        "--posts": args.posts,
+        "--follows": args.follows,
+        "--photo-size": args.photo_size,
+        "--seed": args.seed,
+    }
+    demo = json.loads(
+        await photogram(env, "demo", *(f"{k}={v}" for k, v in sizes.items()), "--json")
+    )
+    return {"init_s": init_s, "seed_s": time.perf_counter() - started, "demo": demo}
+
+
 async def run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
     async with backend(name, args.dsn, args.workdir) as env:
-        print(f"{name}: init …", file=sys.stderr)
-        started = time.perf_counter()
-        await photogram(env, "init", "--shards", str(args.shards), "--json")
-        init_s = time.perf_counter() - started
-        print(f"{name}: demo …", file=sys.stderr)
-        started = time.perf_counter()
-        demo = json.loads(
-            await photogram(
-                env,
-                "demo",
-                "--users",
-                str(args.users),
-                "--posts",
-                str(args.posts),
-                "--follows",
-                str(args.follows),
-                "--photo-size",
-                str(args.photo_size),
-                "--seed",
-                str(args.seed),
-                "--json",
-            )
-        )
-        seed_s = time.perf_counter() - started
+        seeded = await seed(env, args, name)
         tokens = await make_tokens(env, args.tokens, args.seed)
         print(f"{name}: serving, {args.concurrency} clients …", file=sys.stderr)
         async with serving(env) as base:
             figures = await load(base, tokens, args)
-    return {
-        "backend": name,
-        "init_s": init_s,
-        "seed_s": seed_s,
-        "demo": demo,
-        "tokens": len(tokens),
-        **figures,
-    }
+    return {"backend": name, **seeded, "tokens": len(tokens), **figures}
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -298,8 +289,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [await run_backend(name, args) for name in args.backends.split(",")]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def dataset_and_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this benchmark shares with others on the same dataset and load."""
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--posts", type=int, default=200_000)
     parser.add_argument("--follows", type=int, default=150)
@@ -311,10 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=1000)
-    parser.add_argument("--backends", default="embedded,cluster")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--json", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    dataset_and_load_arguments(parser)
+    parser.add_argument("--backends", default="embedded,cluster")
     args = parser.parse_args(argv)
     results = asyncio.run(main_async(args))
     print(json.dumps(results, indent=2) if args.json else report(results, args))

@@ -12,10 +12,15 @@ import pytest
 from sqlalchemy import select
 
 from photogram.db.metadata import outbox
+from photogram.feeds.store import feed_key, member
+from photogram.posts import timelines
 from photogram.runtime import Runtime
+from photogram.settings import Settings
+from photogram.web.paging import Page
 from tests.api import Client, User, api_client
+from tests.feeds.redis import RedisServer
 from tests.graph.helpers import assert_converged, sign_up_spread
-from tests.posts.support import PHOTO, act, comment, post
+from tests.posts.support import PHOTO, act, comment, post, upload
 from tests.server import free_port
 from tests.tasks.conftest import (
     BrokerSettings,
@@ -105,20 +110,39 @@ async def test_a_worker_runs_what_the_api_leaves_to_the_background(
 async def test_writes_succeed_with_the_broker_down_and_nothing_is_lost(
     broker_settings: BrokerSettings,
 ) -> None:
-    """RabbitMQ stopped for a burst of follows, likes, a comment and an upload: every
-    request succeeds; once it is back, every task has run, once in effect."""
-    settings = await broker_settings()
+    """RabbitMQ stopped for a burst of follows, likes, a post, a comment and an upload:
+    every request succeeds; once it is back, every task has run, once in effect, and every
+    home feed in Redis is what the shards say."""
+    redis = RedisServer()
+    try:
+        settings = await broker_settings(redis_url=redis.url)
+        await _burst_while_the_broker_is_down(settings, redis)
+    finally:
+        redis.stop()
+
+
+async def _burst_while_the_broker_is_down(settings: Settings, redis: RedisServer) -> None:
     with running_worker(settings, "--concurrency", "2"):
         async with api_client(settings, init=False) as client:
             users = await sign_up_spread(client, "ana", "ben", "cat", "dan")
             ana, others = users[0], users[1:]
             status = await post(client, ana, "before")
+            photo = await upload(client, ana)
+            for user in others:  # their feeds exist (built on this first read) before
+                home = await client.get("/api/v1/timelines/home", headers=user.headers)
+                assert home.status_code == 200
             await eventually(lambda: all_done(client.runtime), "sign-ups settle")
 
             async with broker_stopped():
                 for user in others:
                     await act(client, user, f"/api/v1/accounts/{ana.id}/follow")
                     await act(client, user, f"/api/v1/statuses/{status['id']}/favourite")
+                during = await client.post(
+                    "/api/v1/statuses",
+                    headers=ana.headers,
+                    json={"status": "while the broker is down", "media_ids": [photo]},
+                )
+                assert during.status_code == 200, during.text
                 await comment(client, others[0], status["id"], "lovely")
                 media = await client.post(
                     "/api/v2/media",
@@ -142,6 +166,16 @@ async def test_writes_succeed_with_the_broker_down_and_nothing_is_lost(
             for user in others:
                 liked = await client.get("/api/v1/favourites", headers=user.headers)
                 assert [s["id"] for s in liked.json()] == [status["id"]]
+
+            # The follows merged ana's first post into the feeds, the fan-out the second.
+            newest = [int(during.json()["id"]), int(status["id"])]
+            for user in others:
+                held = redis.client().zrange(feed_key(int(user.id)), 0, -1)
+                assert {member(i, int(ana.id)) for i in newest} <= set(held)
+                page = Page(limit=40)
+                pushed = await timelines.home_ids(client.runtime, int(user.id), page)
+                pulled = await timelines.pulled_home_ids(client.runtime, int(user.id), page)
+                assert pushed == pulled == newest
 
 
 async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
