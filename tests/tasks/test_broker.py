@@ -73,11 +73,20 @@ async def status_of(client: Client, user: User, status_id: str) -> dict[str, Any
 
 
 async def test_a_worker_runs_what_the_api_leaves_to_the_background(
-    broker_settings: BrokerSettings,
+    broker_settings: BrokerSettings, tmp_path: Path
 ) -> None:
-    settings = await broker_settings()
+    """A worker on another host: it shares no data_dir with the app server, so uploads
+    reach it through the private spool store (and leave it once processed)."""
+    stores = {
+        "photos": {"kind": "filesystem", "path": str(tmp_path / "photos")},
+        "spool": {"kind": "filesystem", "path": str(tmp_path / "spool")},
+    }
+    settings = await broker_settings(
+        media_stores=stores, media_store="photos", media_spool_store="spool"
+    )
+    elsewhere = settings.model_copy(update={"data_dir": tmp_path / "worker-host"})
     port = free_port()
-    with running_worker(settings, "--concurrency", "2", "--metrics-port", str(port)) as worker:
+    with running_worker(elsewhere, "--concurrency", "2", "--metrics-port", str(port)) as worker:
         async with api_client(settings, init=False) as client:
             alice, bob, carol = await sign_up_spread(client, "alice", "bob", "carol")
             await act(client, bob, f"/api/v1/accounts/{alice.id}/follow")
@@ -182,14 +191,23 @@ async def _burst_while_the_broker_is_down(settings: Settings, redis: RedisServer
 async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
     broker_settings: BrokerSettings,
 ) -> None:
-    """The media store is broken: processing fails, is retried with backoff, then is dead
+    """An upload with no worker running answers 202, and is processed once one starts.
+    Then the media store breaks: processing fails, is retried with backoff, then is dead
     and listed; once the store is mended, `photogram tasks retry` runs it again."""
-    settings = await broker_settings(task_max_attempts=2, media_wait_seconds=0.2)
+    settings = await broker_settings(task_max_attempts=2, media_wait_seconds=0.5)
     media_dir = settings.data_dir / "media"
-    with running_worker(settings, "--concurrency", "1"):
-        async with api_client(settings, init=False) as client:
-            ana = await client.sign_up("ana")
-            await eventually(lambda: all_done(client.runtime), "sign-ups settle")
+    async with api_client(settings, init=False) as client:
+        ana = await client.sign_up("ana")
+        early = await client.post(
+            "/api/v2/media",
+            headers=ana.headers,
+            files={"file": ("p.jpg", PHOTO, "image/jpeg")},
+        )
+        assert early.status_code == 202  # accepted; it waits in the queue
+        with running_worker(settings, "--concurrency", "1"):
+            await eventually(lambda: all_done(client.runtime), "the queue drains")
+            ready = await client.get(f"/api/v1/media/{early.json()['id']}", headers=ana.headers)
+            assert ready.status_code == 200
             shutil.rmtree(media_dir, ignore_errors=True)
             media_dir.write_bytes(b"not a directory")  # every write to the store fails
 
@@ -226,46 +244,3 @@ async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
             again = run_cli(settings, "tasks", "retry", task["id"])
             assert again.returncode == 1
             assert again.stderr.strip() == f"photogram: error: not dead tasks: {task['id']}"
-
-
-async def test_upload_answers_202_then_200_as_the_worker_catches_up(
-    broker_settings: BrokerSettings,
-) -> None:
-    settings = await broker_settings(media_wait_seconds=0.5)
-    async with api_client(settings, init=False) as client:
-        ana = await client.sign_up("ana")
-        # No worker yet: the upload is accepted and waits in the queue.
-        response = await client.post(
-            "/api/v2/media",
-            headers=ana.headers,
-            files={"file": ("p.jpg", PHOTO, "image/jpeg")},
-        )
-        assert response.status_code == 202
-        with running_worker(settings, "--concurrency", "1"):
-            await eventually(lambda: all_done(client.runtime), "the queue drains")
-        ready = await client.get(f"/api/v1/media/{response.json()['id']}", headers=ana.headers)
-        assert ready.status_code == 200
-
-
-async def test_a_worker_on_another_host_processes_uploads_from_the_spool_store(
-    broker_settings: BrokerSettings, tmp_path: Path
-) -> None:
-    """The worker shares no data_dir with the app server: uploads reach it through the
-    private spool store, and leave it once processed."""
-    stores = {
-        "photos": {"kind": "filesystem", "path": str(tmp_path / "photos")},
-        "spool": {"kind": "filesystem", "path": str(tmp_path / "spool")},
-    }
-    settings = await broker_settings(
-        media_stores=stores, media_store="photos", media_spool_store="spool"
-    )
-    elsewhere = settings.model_copy(update={"data_dir": tmp_path / "worker-host"})
-    with running_worker(elsewhere, "--concurrency", "1"):
-        async with api_client(settings, init=False) as client:
-            ana = await client.sign_up("ana")
-            status = await post(client, ana, "from the app host")
-            assert status["media_attachments"][0]["meta"]["original"]["width"] == 64
-    assert list((tmp_path / "photos").rglob("*.jpg"))
-    assert not [p for p in (tmp_path / "spool").rglob("*") if p.is_file()]
-    # The worker's fetched copy is gone too.
-    assert not [p for p in (tmp_path / "worker-host").rglob("*") if p.is_file()]

@@ -90,13 +90,13 @@ async def pending_batches(runtime: Runtime) -> int:
 async def test_a_worker_killed_mid_fanout_leaves_every_feed_complete_once(
     broker_settings: BrokerSettings, redis: RedisServer
 ) -> None:
-    settings: Settings = await broker_settings(redis_url=redis.url, feed_fanout_batch=100)
+    settings: Settings = await broker_settings(redis_url=redis.url, feed_fanout_batch=40)
     async with api_client(settings, init=False) as client:
         author = await client.sign_up("author")
-        fans = await add_followers(client.runtime, int(author.id), 5000)
+        fans = await add_followers(client.runtime, int(author.id), 2000)
         await live_feeds(client.runtime, fans)
         with running_worker(settings, "--concurrency", "1") as worker:
-            status = await post(client, author, "to 5,000 followers")
+            status = await post(client, author, "to 2,000 followers")
             entry = member(int(status["id"]), int(author.id))
             # Killed once some feeds have the post and others not yet: a batch in flight.
             await eventually(
