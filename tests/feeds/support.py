@@ -4,9 +4,8 @@ and whole home timelines read page by page through either path."""
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
@@ -24,30 +23,7 @@ from photogram.tasks.outbox import Relay
 from photogram.web.paging import Page
 from tests.api import FAST
 from tests.conftest import init_test_cluster
-
-
-class LateRelay(Relay):
-    """Holds back everything dispatched; the test delivers rows when, and in the order,
-    it chooses (undelivered rows are what a crashed process leaves to the sweep)."""
-
-    def __init__(self, router: Router) -> None:
-        super().__init__(router)
-        self.held: list[int] = []
-
-    async def dispatch(self, row_ids: Iterable[int]) -> None:
-        self.held.extend(row_ids)
-
-    async def deliver(self, pick: int) -> None:
-        if self.held:
-            await Relay.dispatch(self, [self.held.pop(pick % len(self.held))])
-
-    async def deliver_all(self, seed: int | None = None) -> None:
-        """Everything held, and whatever that queues in turn (shuffled, given a seed)."""
-        while self.held:
-            batch, self.held = self.held, []
-            if seed is not None:
-                random.Random(seed).shuffle(batch)
-            await Relay.dispatch(self, batch)
+from tests.relay import LateRelay
 
 
 async def open_runtime(settings: Settings, *, late: bool = False) -> Runtime:

@@ -4,9 +4,8 @@ count equals the edges it counts."""
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,11 +17,11 @@ from photogram.db.metadata import accounts, blocks, follow_requests_out, follows
 from photogram.db.router import Router
 from photogram.graph import actions
 from photogram.runtime import Runtime
-from photogram.tasks.outbox import Relay
 from photogram.web.errors import ApiError
 from tests.api import FAST
 from tests.conftest import MakeSettings, init_test_cluster
 from tests.graph.helpers import assert_converged, edge_rows
+from tests.relay import LateRelay
 
 ACCOUNTS = 3  # account 0 is locked
 # Weighted towards what builds state up (follows, answered requests) so there is some.
@@ -30,30 +29,6 @@ ACTIONS = (
     *("follow", "follow", "follow", "authorize", "authorize"),
     *("reject", "unfollow", "block", "unblock", "remove"),
 )
-
-
-class LateRelay(Relay):
-    """Holds back everything dispatched; the test delivers rows when, and in the order,
-    it chooses (undelivered rows are what a crashed process leaves to the sweep)."""
-
-    def __init__(self, router: Router) -> None:
-        super().__init__(router)
-        self.held: list[int] = []
-
-    async def dispatch(self, row_ids: Iterable[int]) -> None:
-        self.held.extend(row_ids)
-
-    async def deliver(self, pick: int) -> None:
-        if self.held:
-            await Relay.dispatch(self, [self.held.pop(pick % len(self.held))])
-
-    async def deliver_all(self, seed: int) -> None:
-        """Everything held, and whatever that queues in turn, in a shuffled order."""
-        shuffle = random.Random(seed).shuffle
-        while self.held:
-            batch, self.held = self.held, []
-            shuffle(batch)
-            await Relay.dispatch(self, batch)
 
 
 @pytest.fixture
