@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -57,6 +57,20 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(make())  # type: ignore[arg-type]
     except PhotogramError as exc:
         fail(str(exc))
+
+
+def with_router(settings: Settings, work: Callable[[Router], Awaitable[T]]) -> T:
+    """Open the cluster's router (an unreachable or uninitialised cluster is one line and
+    exit code 1), ``work`` with it, close it."""
+
+    async def opened() -> T:
+        router = await Router.open(settings)
+        try:
+            return await work(router)
+        finally:
+            await router.close()
+
+    return run(opened)
 
 
 def settings_from(ctx: typer.Context) -> Settings:
@@ -167,12 +181,7 @@ def serve(
     if settings.embedded:
         _init_with_progress(settings, None, quiet=True)
     else:
-
-        async def check() -> None:
-            router = await Router.open(settings)
-            await router.close()
-
-        run(check)
+        with_router(settings, lambda _: asyncio.sleep(0))  # reachable and initialised
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
@@ -212,11 +221,7 @@ def worker(
     if unknown or not wanted:
         fail(f"unknown queue {', '.join(unknown) or '(none)'}: choose from {', '.join(QUEUES)}")
 
-    async def check() -> None:
-        router = await Router.open(settings)
-        await router.close()
-
-    run(check)
+    with_router(settings, lambda _: asyncio.sleep(0))  # reachable and initialised
     run_worker(
         settings,
         queues=wanted,
@@ -234,16 +239,7 @@ def tasks_dead(
     """Tasks that failed too often to be retried again by themselves, oldest first."""
     from photogram.tasks.admin import dead_tasks
 
-    settings = settings_from(ctx)
-
-    async def collect() -> list[Any]:
-        router = await Router.open(settings)
-        try:
-            return await dead_tasks(router)
-        finally:
-            await router.close()
-
-    dead = run(collect)
+    dead = with_router(settings_from(ctx), dead_tasks)
     if as_json:
         out.print_json(data=[task.as_json() for task in dead])
         return
@@ -376,16 +372,7 @@ def shards_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Where each logical shard lives, and rows per physical database."""
-    settings = settings_from(ctx)
-
-    async def collect() -> dict[str, Any]:
-        router = await Router.open(settings)
-        try:
-            return await cluster_status(router)
-        finally:
-            await router.close()
-
-    status = run(collect)
+    status = with_router(settings_from(ctx), cluster_status)
     if as_json:
         out.print_json(data=status)
     else:
