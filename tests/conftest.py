@@ -45,6 +45,41 @@ from tests.memcached import Memcached
 hypothesis_settings.register_profile("photogram", deadline=None)
 hypothesis_settings.load_profile("photogram")
 
+#: Tests that stop, restart or share the machine's RabbitMQ run one after another on one
+#: pytest-xdist worker (``--dist loadgroup``); everything else runs on any.
+SHARED_BROKER = ("tasks", "cluster")
+
+
+def _shares_the_broker(item: pytest.Item) -> bool:
+    parts = item.path.relative_to(Path(__file__).parent).parts
+    return bool(parts) and parts[0] in SHARED_BROKER
+
+
+# First: xdist reads the group marks in its own hook of the same name, on every worker.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _shares_the_broker(item):
+            item.add_marker(pytest.mark.xdist_group("rabbitmq"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse to run if xdist did not group them (it marks a test's ID with its group):
+    tests restarting RabbitMQ would break others running beside them."""
+    if not session.config.getoption("loadgroup", default=False):
+        return
+    ungrouped = [
+        item.nodeid
+        for item in session.items
+        if _shares_the_broker(item) and not item.nodeid.endswith("@rabbitmq")
+    ]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {ungrouped[0]} with the other broker tests "
+            "(an incompatible pytest and pytest-xdist pair?)"
+        )
+
+
 ADMIN_DSN = os.environ.get(
     "PHOTOGRAM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -34,11 +34,14 @@ def running_server(data_dir: Path, **settings: str) -> Iterator[str]:
         "PHOTOGRAM_PASSWORD_MEMORY_KIB": "8",
     }
     env |= {f"PHOTOGRAM_{name.upper()}": value for name, value in settings.items()}
+    # The log goes to a file: a pipe nobody reads fills up and stalls the server.
+    log_path = data_dir.parent / f"serve-{port}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [PHOTOGRAM, "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -50,7 +53,7 @@ def running_server(data_dir: Path, **settings: str) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "exited")
+                raise RuntimeError(log_path.read_text(errors="replace") or "exited")
             if time.monotonic() > deadline:
                 raise TimeoutError("photogram serve did not start")
             time.sleep(0.2)
@@ -58,5 +61,4 @@ def running_server(data_dir: Path, **settings: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()

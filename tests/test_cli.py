@@ -13,7 +13,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 from sqlalchemy import insert
 
 from photogram.db.ids import decompose, next_id
@@ -84,11 +83,13 @@ async def test_ids_decode() -> None:
     assert ran.json["shard"] == 40  # type: ignore[index]
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "0", "99999999999999999999", "1e5"])
-async def test_ids_decode_refuses_malformed(bad: str) -> None:
-    ran = await photogram("ids", "decode", "--", bad)
-    assert ran.code == 2
-    one_line_error(ran, "not a photogram ID")
+async def test_ids_decode_refuses_malformed() -> None:
+    bad_ids = ["abc", "-1", "0", "99999999999999999999", "1e5"]
+    # At once: each run is mostly a process starting.
+    runs = await asyncio.gather(*(photogram("ids", "decode", "--", bad) for bad in bad_ids))
+    for bad, ran in zip(bad_ids, runs, strict=True):
+        assert ran.code == 2, bad
+        one_line_error(ran, "not a photogram ID")
 
 
 async def test_init_twice_is_harmless(make_settings: MakeSettings) -> None:
@@ -143,21 +144,31 @@ async def test_status_before_init(make_settings: MakeSettings) -> None:
     one_line_error(ran, "not initialised", "photogram init")
 
 
-@pytest.mark.parametrize(
-    ("dsn", "fragments"),
-    [
-        ("postgresql://postgres@127.0.0.1:1/x", ["cannot connect to database 'global'"]),
-        ("postgresql://postgres@127.0.0.1:5432/photogram_absent_db", ["photogram_absent_db"]),
-        ("mysql://root@127.0.0.1/x", ["unsupported database URL"]),
-        ("sqlite:////proc/photogram-cannot-write-here/x.db", ["photogram-cannot-write-here"]),
-    ],
-)
-async def test_unusable_global_database(tmp_path: Path, dsn: str, fragments: list[str]) -> None:
-    env = env_for(Settings(data_dir=tmp_path), PHOTOGRAM_GLOBAL_DATABASE=dsn)
-    commands = (["init"], ["shards", "status"], ["serve"])
-    # At once: each is mostly a process starting.
-    for ran in await asyncio.gather(*(photogram(*command, env=env) for command in commands)):
-        one_line_error(ran, *fragments)
+UNUSABLE_GLOBAL_DATABASES = [
+    ("postgresql://postgres@127.0.0.1:1/x", ["cannot connect to database 'global'"]),
+    ("postgresql://postgres@127.0.0.1:5432/photogram_absent_db", ["photogram_absent_db"]),
+    ("mysql://root@127.0.0.1/x", ["unsupported database URL"]),
+    ("sqlite:////proc/photogram-cannot-write-here/x.db", ["photogram-cannot-write-here"]),
+]
+
+
+async def test_unusable_global_database(tmp_path: Path) -> None:
+    """Each command that needs the global database, with each kind of unusable one."""
+    runs = [
+        (dsn, fragments, command, tmp_path / str(n))
+        for n, (dsn, fragments) in enumerate(UNUSABLE_GLOBAL_DATABASES)
+        for command in (["init"], ["shards", "status"], ["serve"])
+    ]
+    # At once: each run is mostly a process starting.
+    ran = await asyncio.gather(
+        *(
+            photogram(*command, env=env_for(Settings(data_dir=data), PHOTOGRAM_GLOBAL_DATABASE=dsn))
+            for dsn, _, command, data in runs
+        )
+    )
+    for (dsn, fragments, command, _), result in zip(runs, ran, strict=True):
+        assert result.code != 0, (dsn, command)
+        one_line_error(result, *fragments)
 
 
 async def test_missing_schema_and_unreachable_shard_database(

@@ -15,10 +15,12 @@ from photogram.media import api as media_api
 from photogram.notifications import api as notifications_api
 from photogram.oauth import api as oauth_api
 from photogram.oauth import pages as oauth_pages
+from photogram.observe import Observe
 from photogram.posts import api as posts_api
 from photogram.runtime import Runtime
 from photogram.settings import Settings
 from photogram.web import errors, health, media, metrics
+from photogram.web.pages import routes as pages
 from photogram.web.ratelimit import RateLimit
 
 
@@ -46,6 +48,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(RateLimit, settings=settings)
+    app.add_middleware(Observe)  # outermost: it times and counts everything, 429s included
     app.include_router(health.api)
     app.include_router(metrics.api)
     app.include_router(oauth_api.api)
@@ -57,4 +60,5 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     app.include_router(media_api.api)
     app.include_router(posts_api.api)
     app.include_router(notifications_api.api)
+    pages.install(app)
     return app

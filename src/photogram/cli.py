@@ -174,6 +174,7 @@ def serve(
     import uvicorn
 
     from photogram.app import create_app
+    from photogram.observe import configure_logging
 
     settings = settings_from(ctx)
     overrides = {"host": host, "port": port}
@@ -182,7 +183,14 @@ def serve(
         _init_with_progress(settings, None, quiet=True)
     else:
         with_router(settings, lambda _: asyncio.sleep(0))  # reachable and initialised
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # the logging configured above: one format, request IDs
+        access_log=False,  # photogram logs each request itself, with its route and ID
+    )
 
 
 # --- worker and tasks -----------------------------------------------------------------------
@@ -396,6 +404,65 @@ def shards_status(
         raise typer.Exit(1)
 
 
+@shards_app.command("move")
+def shards_move(
+    ctx: typer.Context,
+    shard: Annotated[int, typer.Argument(help="The logical shard.")],
+    to: Annotated[str, typer.Option("--to", help="The physical database (under `databases`).")],
+) -> None:
+    """Move one logical shard to another physical database while the app keeps serving."""
+    from photogram.db.moves import move_shard
+
+    report = with_router(
+        settings_from(ctx),
+        lambda router: move_shard(router, shard, to, lambda line: err.print(line, highlight=False)),
+    )
+    out.print(
+        f"shard {report.shard} moved from {report.source!r} to {report.target!r}: "
+        f"{sum(report.rows.values()):,} rows verified; writes paused "
+        f"{report.write_pause_seconds:.1f} s",
+        highlight=False,
+    )
+
+
+@shards_app.command("rebalance")
+def shards_rebalance(
+    ctx: typer.Context,
+    plan: Annotated[bool, typer.Option("--plan", help="Only print the moves.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many moves.")] = 64,
+) -> None:
+    """Even out the bytes each physical database holds by moving shards (--plan to look)."""
+    from photogram.db.moves import PlannedMove, move_shard, plan_rebalance, shard_sizes
+
+    settings = settings_from(ctx)
+
+    async def work(router: Router) -> list[PlannedMove]:
+        sizes = await shard_sizes(router)
+        moves = plan_rebalance(
+            sizes, router.shard_map.placement, list(router.engines.shard_engines), limit
+        )
+        if not plan:
+            for move in moves:
+                await move_shard(router, move.shard, move.target)
+                err.print(f"moved shard {move.shard} to {move.target!r}", highlight=False)
+        return moves
+
+    moves = with_router(settings, work)
+    if as_json:
+        out.print_json(data=[vars(m) for m in moves])
+        return
+    if not moves:
+        out.print("The databases are as even as moving whole shards can make them.")
+        return
+    table = Table(title=f"{len(moves)} moves" + (" (not made: --plan)" if plan else ""))
+    for heading in ("shard", "from", "to", "bytes"):
+        table.add_column(heading)
+    for move in moves:
+        table.add_row(str(move.shard), move.source, move.target, f"{move.bytes:,}")
+    out.print(table)
+
+
 # --- ids ------------------------------------------------------------------------------------
 
 
@@ -407,6 +474,25 @@ def ids_decode(id_: Annotated[str, typer.Argument(metavar="ID", help="A photogra
     except InvalidIdError as exc:
         fail(str(exc), code=2)
     out.print(json.dumps(parts.as_json()), highlight=False, soft_wrap=True)
+
+
+# --- media ----------------------------------------------------------------------------------
+
+media_app = typer.Typer(help="The media store.", no_args_is_help=True)
+app.add_typer(media_app, name="media")
+
+# Below everything it uses from this module (fail, run, out …).
+from photogram.media.migration.cli import migrate_app  # noqa: E402
+
+media_app.add_typer(migrate_app, name="migrate")
+
+from photogram.cluster.cli import cluster_app  # noqa: E402
+
+app.add_typer(cluster_app, name="cluster")
+
+from photogram.gates.cli import gates_app  # noqa: E402
+
+app.add_typer(gates_app, name="gates")
 
 
 def main() -> None:

@@ -1384,7 +1384,7 @@ class BulkWriter:
         notes: list[Note],
     ) -> None:
         plan = self.plan
-        store_name = self.runtime.settings.media_store
+        store_name = self.runtime.media.name
         media = self.media_ids
         processed_at = datetime.now(UTC)
         status_rows, media_rows, object_rows, tag_rows, mention_rows = [], [], [], [], []

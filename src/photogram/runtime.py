@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from photogram.cache import LeaseCache, open_cache
 from photogram.db.router import Router
 from photogram.feeds.store import FeedStore
+from photogram.gates import Gate, Gates
+from photogram.gates import load as load_gates
+from photogram.media.migration import phases
+from photogram.media.migration.store import MigratingStore
 from photogram.media.stores import BlobStore, open_stores
 from photogram.settings import Settings
 from photogram.tasks.outbox import Publisher, Relay
@@ -32,8 +36,13 @@ class Runtime:
     settings: Settings
     router: Router
     relay: Relay
-    #: Media stores by name; ``store`` is the one in use.
+    #: Media stores by name, as configured.
     stores: dict[str, BlobStore]
+    #: The media store every caller uses: the one in use, or two while media moves to
+    #: another store (docs/media-migration.md). Also ``store``.
+    media: MigratingStore = field(init=False)
+    #: Feature gates (docs/gates.md), re-read every ``gates_refresh_seconds``.
+    gates: Gates = field(init=False)
     #: The look-aside cache (docs/cache.md): memcached with ``cache_servers``, else in-process.
     cache: LeaseCache = field(init=False)
     #: Home feeds in Redis (docs/feeds.md); None without ``redis_url``.
@@ -46,6 +55,18 @@ class Runtime:
     def __post_init__(self) -> None:
         self.cache = open_cache(self.settings)
         self.feeds = FeedStore.open(self.settings)
+        self.gates = Gates(
+            self._load_gates,
+            server_name=self.settings.server_name,
+            refresh_seconds=self.settings.gates_refresh_seconds,
+        )
+        self.media = MigratingStore(
+            self.stores,
+            self._load_migration,
+            refresh_seconds=self.settings.media_migration_refresh_seconds,
+            initial=phases.no_migration(self.settings.media_store),
+            on_secondary_failure=self._queue_media_repair,
+        )
         # Tasks reach the cache (and the stores) through their relay.
         if self.relay.runtime is None:
             self.relay.runtime = self
@@ -56,8 +77,21 @@ class Runtime:
         return cls(settings, router, Relay(router, open_publisher(settings)), open_stores(settings))
 
     @property
-    def store(self) -> BlobStore:
-        return self.stores[self.settings.media_store]
+    def store(self) -> MigratingStore:
+        return self.media
+
+    async def _load_gates(self) -> dict[str, Gate]:
+        async with self.router.global_connect() as conn:
+            return await load_gates(conn)
+
+    async def _load_migration(self) -> phases.State:
+        async with self.router.global_connect() as conn:
+            return await phases.load(conn, self.settings.media_store)
+
+    async def _queue_media_repair(self, store: str, key: str, operation: str) -> None:
+        from photogram.media.migration.tasks import queue_sync
+
+        await queue_sync(self, store, key, operation)
 
     @contextlib.asynccontextmanager
     async def invalidating(self, *keys: str) -> AsyncIterator[set[str]]:

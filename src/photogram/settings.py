@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -182,12 +183,32 @@ class S3StoreSettings(BaseModel):
         return self.addressing_style == "path"
 
 
-MediaStoreSettings = Annotated[
-    FilesystemStoreSettings | S3StoreSettings, Field(discriminator="kind")
-]
+class FaultyStoreSettings(BaseModel):
+    """Another store with faults injected: for drills and tests of the media migration.
+
+    Writes fail or silently keep wrong bytes at the given rates, and every call is delayed,
+    the way a struggling new store behaves. Never point ``media_store`` at one in earnest.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["faulty"]
+    # The store that really keeps the objects: another of the media_stores.
+    store: str
+    # Shares of writes that fail, and that succeed but keep corrupted bytes (silently).
+    write_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    corrupt_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Share of reads that fail.
+    read_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Added to every call: a random delay up to this long.
+    latency_seconds: Annotated[float, Field(ge=0)] = 0.0
 
 
-def _default_media_stores() -> dict[str, FilesystemStoreSettings | S3StoreSettings]:
+AnyStoreSettings = FilesystemStoreSettings | S3StoreSettings | FaultyStoreSettings
+MediaStoreSettings = Annotated[AnyStoreSettings, Field(discriminator="kind")]
+
+
+def _default_media_stores() -> dict[str, AnyStoreSettings]:
     return {"local": FilesystemStoreSettings(kind="filesystem")}
 
 
@@ -232,6 +253,8 @@ class Settings(BaseSettings):
 
     # How often an app server re-reads the shard map version from the global database.
     shard_map_refresh_seconds: Annotated[float, Field(gt=0)] = 2.0
+    # The longest a write waits for a shard being moved (then it fails with a 503).
+    shard_move_pause_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     # Connections each app process keeps per physical PostgreSQL database.
     database_pool_size: Annotated[int, Field(ge=1)] = 10
@@ -293,6 +316,24 @@ class Settings(BaseSettings):
     # Serve media from this base URL (a CDN in front of photogram's /media/p/ path) instead
     # of from photogram's own address. The URLs are signed the same way either way.
     media_cdn_url: str | None = None
+
+    # Logs: "text" (for a terminal) or "json" (one object per line, for a log pipeline), and
+    # the lowest level written. Every line carries the ID of the request it belongs to.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # This app server's name for feature gates rolled out by server (docs/gates.md): stable
+    # across restarts, different on each server. Unset: the host name.
+    server_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    # How often every process re-reads the feature gates.
+    gates_refresh_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+    # Moving media to another store (docs/media-migration.md): how often every process
+    # re-reads the migration's phase from the global database (a phase change reaches
+    # them all within this long), and how old an object in the new store must be, with
+    # no record in the database, before the verifier removes it.
+    media_migration_refresh_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    media_migration_orphan_grace_seconds: Annotated[float, Field(ge=0)] = 3600.0
 
     # How long an upload request waits for its photo to be processed before answering
     # 202 (still processing) instead of 200.
@@ -438,9 +479,7 @@ class Settings(BaseSettings):
 
     @field_validator("media_stores")
     @classmethod
-    def _store_names(
-        cls, value: dict[str, FilesystemStoreSettings | S3StoreSettings]
-    ) -> dict[str, FilesystemStoreSettings | S3StoreSettings]:
+    def _store_names(cls, value: dict[str, AnyStoreSettings]) -> dict[str, AnyStoreSettings]:
         for name in value:
             if not STORE_NAME.fullmatch(name):
                 raise ValueError(
@@ -458,6 +497,14 @@ class Settings(BaseSettings):
                     f"{setting} {chosen!r} is not one of the media_stores "
                     f"({', '.join(sorted(self.media_stores)) or 'none configured'})"
                 )
+        for name, store in self.media_stores.items():
+            if isinstance(store, FaultyStoreSettings):
+                inner = self.media_stores.get(store.store)
+                if inner is None or isinstance(inner, FaultyStoreSettings):
+                    raise ValueError(
+                        f"media store {name!r}: store {store.store!r} must be one of the "
+                        "other media_stores (and not a faulty one)"
+                    )
         if self.media_spool_store == self.media_store:
             raise ValueError(
                 "media_spool_store must not be the media_store: uploads waiting there still "

@@ -76,7 +76,7 @@ async def test_an_older_schema_is_upgraded_to_head(make_settings: MakeSettings) 
                 assert (int(new_id) >> 10) & 0x1FFF == shard
                 await conn.rollback()
         async with router.global_connect() as conn:
-            assert {*V2_GLOBAL, "big_accounts"} <= await _tables(conn, None)
+            assert {*V2_GLOBAL, "big_accounts", "media_migration"} <= await _tables(conn, None)
             version = await conn.scalar(text("SELECT max(version) FROM global_migrations"))
             assert version == head(GLOBAL_UPGRADES)
     finally:
@@ -85,9 +85,14 @@ async def test_an_older_schema_is_upgraded_to_head(make_settings: MakeSettings) 
 
 def test_head_tables_are_exactly_baseline_plus_upgrades() -> None:
     """What a fresh schema gets (metadata) equals what an upgraded one gets (migrations)."""
-    assert set(V2_GLOBAL) | {"big_accounts", "cluster", "shard_map", "global_migrations"} == set(
-        global_metadata.tables
-    )
+    v4_global = {"media_migration", "media_migration_progress", "media_migration_quarantine"}
+    v5_global = {"gates", "shard_moves"}
+    assert set(V2_GLOBAL) | v4_global | v5_global | {
+        "big_accounts",
+        "cluster",
+        "shard_map",
+        "global_migrations",
+    } == set(global_metadata.tables)
     v3_shard = ["media_attachments", "media_objects"]
     v4_shard = [
         "statuses",

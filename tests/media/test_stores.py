@@ -157,6 +157,41 @@ async def test_overwrite_replaces_the_object(store: BlobStore) -> None:
     assert await keys_of(store) == ["media/1/original.jpg"]
 
 
+@pytest.mark.parametrize("source_kind", ["local", "s3"])
+async def test_copy_from_checks_the_source_and_skips_what_is_there(
+    store: BlobStore, source_kind: str, tmp_path: Path, s3_endpoint: str
+) -> None:
+    """A migration's bulk copy, from either kind of store into either kind (a filesystem
+    into a filesystem takes its one-trip path)."""
+    source: BlobStore
+    if source_kind == "local":
+        source = LocalStore(tmp_path / "source", name="source")
+    else:
+        source = S3Store(s3_config(s3_endpoint, await new_bucket(s3_endpoint)), name="source")
+    async with source:
+        data = os.urandom(150_000)
+        md5 = hashlib.md5(data).hexdigest()
+        await source.put("media/7/1080.jpg", data)
+
+        assert await store.copy_from(source, "media/7/1080.jpg", len(data), md5) == "copied"
+        await store.flush()
+        assert await store.digest("media/7/1080.jpg") == StoredObject(
+            "media/7/1080.jpg", len(data), md5
+        )
+        assert await store.copy_from(source, "media/7/1080.jpg", len(data), md5) == "present"
+        # The source does not hold what the record says: nothing is written.
+        wrong = hashlib.md5(b"other").hexdigest()
+        assert await store.copy_from(source, "media/7/1080.jpg", 1, wrong) == "source-differs"
+        await source.put("media/8/1080.jpg", b"spoilt")
+        outcome = await store.copy_from(source, "media/8/1080.jpg", 6, wrong)
+        assert outcome == "source-differs"
+        assert await store.copy_from(source, "media/9/1080.jpg", 6, wrong) == "source-differs"
+        await store.flush()
+        assert await keys_of(store) == ["media/7/1080.jpg"]
+        if isinstance(store, LocalStore):
+            assert not list((tmp_path / "media").rglob(".tmp-*"))
+
+
 async def test_a_stream_closed_early_releases_the_object(store: BlobStore) -> None:
     data = os.urandom(3 * MiB)
     await store.put("media/2/big.jpg", data)

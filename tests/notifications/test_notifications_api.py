@@ -72,7 +72,7 @@ async def test_likes_comments_and_mentions(make_settings: MakeSettings, tmp_path
             ("favourite", bob.id, photo["id"]),
         ]
         favourite = found[-1]
-        assert favourite["account"]["username"] == "bob"
+        assert favourite["account"]["username"] == bob.username
         assert favourite["status"]["favourites_count"] == 1
         assert favourite["group_key"] == f"ungrouped-{favourite['id']}"
         assert favourite["created_at"].endswith("Z")

@@ -27,7 +27,7 @@ RABBITMQCTL = "/usr/sbin/rabbitmqctl"
 BROKER = os.environ.get("PHOTOGRAM_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672")
 
 #: How long a test waits for background work before it fails (work stuck, not slow).
-PATIENCE_SECONDS = 120.0
+PATIENCE_SECONDS = 240.0
 
 _prefixes = itertools.count(1)
 
@@ -73,7 +73,7 @@ def broker_settings(
                 "outbox_sweep_seconds": 0.5,
                 "password_time_cost": 1,
                 "password_memory_kib": 8,
-                "media_wait_seconds": 30,
+                "media_wait_seconds": 120,
                 **extra,
             }
         )

@@ -84,7 +84,9 @@ async def test_a_worker_runs_what_the_api_leaves_to_the_background(
     settings = await broker_settings(
         media_stores=stores, media_store="photos", media_spool_store="spool"
     )
-    elsewhere = settings.model_copy(update={"data_dir": tmp_path / "worker-host"})
+    elsewhere = settings.model_copy(
+        update={"data_dir": tmp_path / "worker-host", "log_format": "json"}
+    )
     port = free_port()
     with running_worker(elsewhere, "--concurrency", "2", "--metrics-port", str(port)) as worker:
         async with api_client(settings, init=False) as client:
@@ -93,7 +95,11 @@ async def test_a_worker_runs_what_the_api_leaves_to_the_background(
             await act(client, carol, f"/api/v1/accounts/{alice.id}/follow")
             # The upload answers 200 once the worker has processed the photo.
             status = await post(client, alice, "morning light #sea")
-            await act(client, bob, f"/api/v1/statuses/{status['id']}/favourite")
+            liking = await client.post(
+                f"/api/v1/statuses/{status['id']}/favourite",
+                headers={**bob.headers, "X-Request-Id": "trace-like-0001"},
+            )
+            assert liking.headers["x-request-id"] == "trace-like-0001"
             await act(client, carol, f"/api/v1/statuses/{status['id']}/favourite")
             await act(client, carol, f"/api/v1/statuses/{status['id']}/unfavourite")
 
@@ -115,6 +121,15 @@ async def test_a_worker_runs_what_the_api_leaves_to_the_background(
             metric(ran, 'photogram_tasks_runs_total{outcome="succeeded",task="media.process"}') == 1
         )
         assert "photogram.run" in worker.output()
+        # The like's tasks ran on the worker, and their log lines name the request.
+        traced = [
+            line
+            for line in (
+                json.loads(text) for text in worker.output().splitlines() if text[:1] == "{"
+            )
+            if line.get("request_id") == "trace-like-0001"
+        ]
+        assert any(line.get("task") == "posts.sync_favourites" for line in traced), traced
 
 
 async def test_writes_succeed_with_the_broker_down_and_nothing_is_lost(
@@ -188,6 +203,22 @@ async def _burst_while_the_broker_is_down(settings: Settings, redis: RedisServer
                 assert pushed == pulled == newest
 
 
+async def test_the_first_upload_after_a_broker_restart_is_processed_at_once(
+    broker_settings: BrokerSettings,
+) -> None:
+    """The publisher's connection from before a RabbitMQ restart is dead; the first
+    publish after it goes out on a new one instead of failing and leaving the upload to
+    the sweep (a 202 where a 200 was due)."""
+    settings = await broker_settings()
+    with running_worker(settings, "--concurrency", "1"):
+        async with api_client(settings, init=False) as client:
+            ana = await client.sign_up("ana")
+            await upload(client, ana)  # 200: published on the connection it then keeps
+            async with broker_stopped():
+                pass
+            await upload(client, ana)  # 200 again, not 202
+
+
 async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
     broker_settings: BrokerSettings,
 ) -> None:
@@ -230,6 +261,7 @@ async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(
             assert task["queue"] == "media"
             assert task["attempts"] == 2
             assert task["payload"] == {"media_id": int(media_id)}
+            assert task["request_id"]  # the upload that queued it, as its log lines say
             assert task["last_error"]
 
             media_dir.unlink()  # mended

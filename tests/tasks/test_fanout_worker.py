@@ -90,7 +90,9 @@ async def pending_batches(runtime: Runtime) -> int:
 async def test_a_worker_killed_mid_fanout_leaves_every_feed_complete_once(
     broker_settings: BrokerSettings, redis: RedisServer
 ) -> None:
-    settings: Settings = await broker_settings(redis_url=redis.url, feed_fanout_batch=40)
+    # Batches of 10: 200 of them, so the fan-out stays half-done long enough to be seen
+    # (and killed) between two looks, however busy the machine.
+    settings: Settings = await broker_settings(redis_url=redis.url, feed_fanout_batch=10)
     async with api_client(settings, init=False) as client:
         author = await client.sign_up("author")
         fans = await add_followers(client.runtime, int(author.id), 2000)

@@ -295,13 +295,13 @@ async def do_update_profile(runtime: Runtime, account_id: int, change: ProfileCh
                     select(media_objects.c.store).where(*_avatar(account_id))
                 )
                 if old_key is not None:
-                    old = (old_store or runtime.settings.media_store, old_key)
+                    old = (old_store or runtime.media.name, old_key)
                 await conn.execute(delete(media_objects).where(*_avatar(account_id)))
                 await conn.execute(
                     insert(media_objects).values(
                         media_id=account_id,
                         variant=AVATAR_VARIANT,
-                        store=runtime.settings.media_store,
+                        store=runtime.media.name,
                         key=new_key,
                         size=written.size,
                         md5=written.md5_hex,
@@ -321,7 +321,7 @@ async def do_update_profile(runtime: Runtime, account_id: int, change: ProfileCh
         raise
     if old is not None and old[1] != new_key:
         store_name, key = old
-        await runtime.stores.get(store_name, runtime.store).delete(key)
+        await runtime.media.delete_recorded(key, store_name)
 
 
 #: An avatar's record in media_objects: the account's ID as media ID (IDs are unique across

@@ -19,6 +19,7 @@ from photogram.db.ids import (
     sqlite_next_ids_function,
 )
 from photogram.errors import DatabaseUnavailableError
+from photogram.observe import instrument_engine
 from photogram.settings import Settings
 
 #: Execution option that makes a SQLite transaction take the write lock at BEGIN.
@@ -95,15 +96,16 @@ class Engines:
 
     def __init__(self, settings: Settings) -> None:
         self._by_dsn: dict[str, AsyncEngine] = {}
-        self.global_engine = self._get(settings.global_dsn, settings)
+        self.global_engine = self._get(settings.global_dsn, settings, "global")
         self.shard_engines = {
-            name: self._get(dsn, settings) for name, dsn in settings.shard_dsns.items()
+            name: self._get(dsn, settings, name) for name, dsn in settings.shard_dsns.items()
         }
         self.dsns = dict(settings.shard_dsns)
 
-    def _get(self, dsn: str, settings: Settings) -> AsyncEngine:
+    def _get(self, dsn: str, settings: Settings, name: str) -> AsyncEngine:
         if dsn not in self._by_dsn:
-            self._by_dsn[dsn] = create_engine(dsn, settings)
+            self._by_dsn[dsn] = engine = create_engine(dsn, settings)
+            instrument_engine(engine, name)  # per database: time per shard on /metrics
         return self._by_dsn[dsn]
 
     async def dispose(self) -> None:

@@ -193,6 +193,83 @@ big_accounts = Table(
     created_at_column(),
 )
 
+# Moving the media store to another (docs/media-migration.md). One row, the current
+# migration: every app server and worker re-reads it every few seconds and routes reads,
+# writes and deletes by its phase.
+media_migration = Table(
+    "media_migration",
+    global_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("source", String(32), nullable=False),  # the store media moves from
+    Column("target", String(32), nullable=False),  # … and to
+    Column("phase", String(16), nullable=False),
+    Column("read_percent", Integer, nullable=False, server_default="0"),
+    Column("phase_changed_at", UtcDateTime(), nullable=False),
+    # The end of the last verification pass that found every live object intact in the
+    # target (nothing quarantined), and when that pass began.
+    Column("verified_from", UtcDateTime()),
+    Column("verified_at", UtcDateTime()),
+    created_at_column(),
+)
+
+# Where each job (backfill, verify) stands on each logical shard: its checkpoint (the last
+# media_objects row it finished, in (media_id, variant) order) and its counts.
+media_migration_progress = Table(
+    "media_migration_progress",
+    global_metadata,
+    Column("job", String(16), primary_key=True),
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("pass_started_at", UtcDateTime(), nullable=False),
+    Column("after_media_id", BigInteger, nullable=False, server_default="0"),
+    Column("after_variant", String(16), nullable=False, server_default=""),
+    Column("total", BigInteger, nullable=False, server_default="0"),
+    Column("done", BigInteger, nullable=False, server_default="0"),
+    Column("bytes", BigInteger, nullable=False, server_default="0"),
+    Column("copied", BigInteger, nullable=False, server_default="0"),
+    Column("present", BigInteger, nullable=False, server_default="0"),
+    Column("verified", BigInteger, nullable=False, server_default="0"),
+    Column("mismatched", BigInteger, nullable=False, server_default="0"),
+    Column("repaired", BigInteger, nullable=False, server_default="0"),
+    Column("quarantined", BigInteger, nullable=False, server_default="0"),
+    Column("removed", BigInteger, nullable=False, server_default="0"),
+    Column("finished_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Objects the verifier could not make right in the target after its retries, for a report.
+# A later pass that finds one intact (or gone from the database) takes it off the list.
+media_migration_quarantine = Table(
+    "media_migration_quarantine",
+    global_metadata,
+    Column("key", String(300), primary_key=True),
+    Column("media_id", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Logical shards being moved to another physical database (docs/sharding.md#moving-a-shard).
+# While a shard's row says "frozen", every router holds writes to it back until the move
+# switches the map; reads go on.
+shard_moves = Table(
+    "shard_moves",
+    global_metadata,
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("target", String(64), nullable=False),
+    Column("phase", String(16), nullable=False),  # copying | frozen
+    Column("started_at", UtcDateTime(), nullable=False),
+)
+
+# Feature gates (docs/gates.md): a code path on for a share of accounts or of app servers.
+gates = Table(
+    "gates",
+    global_metadata,
+    Column("name", String(64), primary_key=True),
+    Column("percent", Integer, nullable=False),
+    Column("unit", String(8), nullable=False),  # user | server
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
 # --- per logical shard -----------------------------------------------------------------------
 
 shard_migrations = migrations_table("shard_migrations", shard_metadata)

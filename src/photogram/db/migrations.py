@@ -109,6 +109,18 @@ GLOBAL_UPGRADES: Sequence[Migration] = (
         ),
     ),
     Migration(3, "accounts not fanned out", create_tables(global_metadata, "big_accounts")),
+    Migration(
+        4,
+        "media store migration",
+        create_tables(
+            global_metadata,
+            "media_migration",
+            "media_migration_progress",
+            "media_migration_quarantine",
+        ),
+    ),
+    Migration(5, "feature gates", create_tables(global_metadata, "gates")),
+    Migration(6, "shard moves", create_tables(global_metadata, "shard_moves")),
 )
 SHARD_UPGRADES: Sequence[Migration] = (
     Migration(

@@ -10,6 +10,7 @@ database concurrently and merges the rows by ID under a global limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any, Literal, cast
 
-from sqlalchemy import Column, Row, Select, Table, column, select, union_all
+from sqlalchemy import Column, Row, Select, Table, column, select, text, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import visitors
@@ -34,7 +35,14 @@ from photogram.db.shardmap import (
     schema_name,
 )
 from photogram.errors import DatabaseUnavailableError, NotInitialisedError
+from photogram.observe import SHARD_OPTION
 from photogram.settings import Settings, redact_dsn
+
+#: The table of every shard schema a write to a frozen shard locks (ROW SHARE), which a
+#: move's copy holds EXCLUSIVE (photogram.db.moves): any shard table would do.
+MOVE_GUARD = "shard_migrations"
+#: PostgreSQL's SQLSTATE for a lock not granted within ``lock_timeout``.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 class _BranchTable(TableClause):
@@ -142,20 +150,57 @@ class Router:
         await self.refresh()
         engine = self.engine_for(shard)
         async with connect_or_explain(engine, self.shard_map.database_of(shard)) as conn:
-            await conn.execution_options(schema_translate_map=self.schema_translate(engine, shard))
+            await conn.execution_options(
+                schema_translate_map=self.schema_translate(engine, shard), **{SHARD_OPTION: shard}
+            )
             yield conn
 
     @asynccontextmanager
     async def begin(self, shard: int) -> AsyncIterator[AsyncConnection]:
-        """A write transaction on ``shard``: committed when the block ends, rolled back on error."""
+        """A write transaction on ``shard``: committed when the block ends, rolled back on error.
+
+        While the shard is being moved to another database (frozen), the transaction first
+        takes a share lock the move's copy conflicts with, so it waits out the copy, then
+        looks at the map again: if the shard has gone meanwhile, it starts over at the
+        new place (docs/sharding.md#moving-a-shard).
+        """
         await self.refresh()
-        engine = self.engine_for(shard)
-        async with connect_or_explain(engine, self.shard_map.database_of(shard)) as conn:
-            await conn.execution_options(
-                schema_translate_map=self.schema_translate(engine, shard), **{WRITE_OPTION: True}
+        while True:
+            database = self.shard_map.database_of(shard)
+            engine = self.engine_for(shard)
+            async with connect_or_explain(engine, database) as conn:
+                await conn.execution_options(
+                    schema_translate_map=self.schema_translate(engine, shard),
+                    **{WRITE_OPTION: True, SHARD_OPTION: shard},
+                )
+                async with conn.begin():
+                    if shard in self.shard_map.frozen and await self._moved_away(
+                        conn, shard, database
+                    ):
+                        continue  # this empty transaction ends; the next goes to the new place
+                    yield conn
+                    return
+
+    async def _moved_away(self, conn: AsyncConnection, shard: int, database: str) -> bool:
+        """In a write transaction on a frozen shard: wait until no move is copying it, then
+        whether the map now puts it elsewhere. A move that holds the shard longer than
+        ``shard_move_pause_seconds`` fails the write with DatabaseUnavailableError."""
+        timeout_ms = max(1, int(self.settings.shard_move_pause_seconds * 1000))
+        await conn.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
+        try:
+            await conn.execute(
+                text(f"LOCK TABLE {schema_name(shard)}.{MOVE_GUARD} IN ROW SHARE MODE")
             )
-            async with conn.begin():
-                yield conn
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise DatabaseUnavailableError(
+                    f"logical shard {shard} is being moved and still takes no writes"
+                ) from exc
+            raise
+        # The caller's own statements wait on locks as long as they always do.
+        await conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+        await self.refresh(force=True)
+        return self.shard_map.database_of(shard) != database
 
     def begin_for(self, id_: int) -> Any:
         """``begin`` on the shard that ``id_`` lives on."""
@@ -305,5 +350,30 @@ async def connect_or_explain(engine: AsyncEngine, name: str) -> AsyncIterator[As
         ) from exc
     try:
         yield conn
+    except DBAPIError as exc:
+        # Connected, then lost: the server went away, or PgBouncer cannot log in to it.
+        if not lost_connection(exc):
+            raise
+        raise DatabaseUnavailableError(
+            f"lost database {name!r} ({redact_dsn(str(engine.url))}): {describe_connect_error(exc)}"
+        ) from exc
     finally:
-        await conn.close()
+        with contextlib.suppress(Exception):  # closing a broken connection may fail too
+            await conn.close()
+
+
+#: SQLSTATE classes of a database that is not there (08: connection exception; 57P0x:
+#: shutting down, cannot connect now), and what PgBouncer says when it cannot reach one.
+_LOST_STATES = ("08", "57P01", "57P02", "57P03")
+_LOST_MESSAGES = ("server login has been failing", "connection was closed", "no more connections")
+
+
+def lost_connection(exc: DBAPIError) -> bool:
+    """Whether ``exc`` means the database went away (not that the statement was wrong)."""
+    if exc.connection_invalidated:
+        return True
+    state = str(getattr(exc.orig, "sqlstate", "") or "")
+    if state.startswith(_LOST_STATES):
+        return True
+    text = str(exc.orig).lower()
+    return any(message in text for message in _LOST_MESSAGES)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from photogram.db.metadata import cluster, shard_map
+from photogram.db.metadata import cluster, shard_map, shard_moves
 from photogram.errors import ClusterMismatchError
 
 
@@ -24,6 +24,8 @@ class ShardMap:
     version: int
     #: placement[k] is the name of the physical database holding logical shard k.
     placement: tuple[str, ...]
+    #: Shards being moved whose writes wait for the move to switch the map.
+    frozen: frozenset[int] = frozenset()
 
     @property
     def logical_shards(self) -> int:
@@ -81,7 +83,16 @@ async def read_shard_map(conn: AsyncConnection) -> ShardMap | None:
     placement = [""] * len(rows)
     for shard, database in rows:
         placement[shard] = database
-    return ShardMap(version=version, placement=tuple(placement))
+    try:
+        frozen = frozenset(
+            await conn.scalars(select(shard_moves.c.shard).where(shard_moves.c.phase == "frozen"))
+        )
+    except DBAPIError as exc:  # a global database not yet upgraded to shard moves
+        if not _missing_table(exc):
+            raise
+        await conn.rollback()
+        frozen = frozenset()
+    return ShardMap(version=version, placement=tuple(placement), frozen=frozen)
 
 
 def _missing_table(exc: DBAPIError) -> bool:

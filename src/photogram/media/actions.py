@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from photogram.cache import media_key
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import media_attachments, media_objects
-from photogram.media import filters, processing
+from photogram.media import filters, metrics, processing
 from photogram.media.schemas import MediaAttachment, render_attachment
 from photogram.media.stores import BlobStore, ObjectNotFoundError
 from photogram.runtime import Runtime
@@ -36,6 +36,7 @@ from photogram.web.signing import sign
 
 PROCESS = "media.process"
 DELETE = "media.delete"
+DELETE_OBJECTS = "media.delete_objects"
 MAX_DESCRIPTION = 1500
 
 
@@ -217,95 +218,136 @@ async def process_photo(relay: Relay, payload: Payload) -> None:
 
 async def _process(runtime: Runtime, media_id: int, source: Path, filter_name: str) -> None:
     try:
-        made = await asyncio.to_thread(
-            processing.process,
-            source,
-            filter_name=filter_name,
-            max_pixels=runtime.settings.media_max_pixels,
-            max_bytes=runtime.settings.media_max_bytes,
-        )
+        with metrics.PROCESS_SECONDS.time():
+            made = await asyncio.to_thread(
+                processing.process,
+                source,
+                filter_name=filter_name,
+                max_pixels=runtime.settings.media_max_pixels,
+                max_bytes=runtime.settings.media_max_bytes,
+            )
     except processing.InvalidImage as exc:  # probe passed; a mismatch here is not retried
+        metrics.PROCESSED.labels("refused").inc()
         await _mark_failed(runtime, media_id, str(exc))
         await _forget_upload(runtime, media_id)
         return
-    store_name, store = runtime.settings.media_store, runtime.store
+    store = runtime.store
     stored = []
     for variant in made.variants.values():
         key = object_key(media_id, variant.name, variant.extension)
         written = await store.put(key, variant.data)
         if written.md5_hex != variant.md5 or written.size != variant.size:
-            raise RuntimeError(f"store {store_name!r} wrote {key} differently; retrying")
+            raise RuntimeError(f"store {store.name!r} wrote {key} differently; retrying")
         stored.append((variant, key))
+        metrics.STORED_BYTES.inc(variant.size)
     async with (
         runtime.invalidating(media_key(media_id)),
         runtime.router.begin_for(media_id) as conn,
     ):
-        await conn.execute(delete(media_objects).where(media_objects.c.media_id == media_id))
-        await conn.execute(
-            insert(media_objects),
-            [
-                {
-                    "media_id": media_id,
-                    "variant": variant.name,
-                    "store": store_name,
-                    "key": key,
-                    "size": variant.size,
-                    "md5": variant.md5,
-                    "width": variant.width,
-                    "height": variant.height,
-                    "content_type": variant.mime_type,
-                }
-                for variant, key in stored
-            ],
-        )
-        await conn.execute(
-            update(media_attachments)
+        # Two runs of this task can overlap (a sweep or a broker may start one again): only
+        # the first to get here records the photo, and a run that finds the photo deleted
+        # meanwhile takes back what it wrote, so a deleted photo's bytes never come back.
+        state = await conn.scalar(
+            select(media_attachments.c.state)
             .where(media_attachments.c.id == media_id)
-            .values(
-                state="ready",
-                width=made.width,
-                height=made.height,
-                blurhash=made.blurhash,
-                processed_at=datetime.now(UTC),
-            )
+            .with_for_update()
         )
+        if state == "processing":
+            await _record(conn, media_id, made, stored, store.name)
+            metrics.PROCESSED.labels("ready").inc()
+        gone = state is None
+    if gone:
+        for _variant, key in stored:
+            await store.delete(key)
     await _forget_upload(runtime, media_id)
 
 
+async def _record(
+    conn: AsyncConnection,
+    media_id: int,
+    made: processing.Processed,
+    stored: list[tuple[processing.Variant, str]],
+    store_name: str,
+) -> None:
+    """Record a processed photo's objects (size and MD5 as written) and mark it ready."""
+    await conn.execute(delete(media_objects).where(media_objects.c.media_id == media_id))
+    await conn.execute(
+        insert(media_objects),
+        [
+            {
+                "media_id": media_id,
+                "variant": variant.name,
+                "store": store_name,
+                "key": key,
+                "size": variant.size,
+                "md5": variant.md5,
+                "width": variant.width,
+                "height": variant.height,
+                "content_type": variant.mime_type,
+            }
+            for variant, key in stored
+        ],
+    )
+    await conn.execute(
+        update(media_attachments)
+        .where(media_attachments.c.id == media_id)
+        .values(
+            state="ready",
+            width=made.width,
+            height=made.height,
+            blurhash=made.blurhash,
+            processed_at=datetime.now(UTC),
+        )
+    )
+
+
 async def enqueue_delete_media(conn: AsyncConnection, shard: int, media_ids: list[int]) -> int:
-    """Queue the removal of photos (their stored objects, then their rows) from ``shard``."""
+    """Queue the removal of photos (their rows, then their stored objects) from ``shard``."""
     return await enqueue(conn, shard, DELETE, media_ids=[str(m) for m in media_ids])
 
 
 @task(DELETE, queue="media")
 async def delete_photos(relay: Relay, payload: Payload) -> None:
-    """Remove each photo's objects from the store that holds them, then its records.
+    """Remove each photo's records, then (in a task queued with that change) its objects.
 
-    Objects go first: a crash between leaves records of objects already gone, and the
-    re-run deletes them again (deleting a missing object is not an error), so nothing
-    is left in a store without a record that names it.
+    The records go first, with the objects' removal queued in the same transaction: from
+    then on no copy made for a store migration can bring an object back (the copier
+    looks again at the records after copying), and a crash cannot leave an object in a
+    store with neither a record nor a queued delete naming it.
     """
     runtime = relay.runtime
     assert runtime is not None
     for media_id in (int(m) for m in payload["media_ids"]):
-        async with runtime.router.connect_for(media_id) as conn:
-            objects = (
+        queued: list[int] = []
+        async with (
+            runtime.invalidating(media_key(media_id)),
+            runtime.router.begin_for(media_id) as conn,
+        ):
+            stored = (
                 await conn.execute(
                     select(media_objects.c.store, media_objects.c.key).where(
                         media_objects.c.media_id == media_id
                     )
                 )
             ).all()
-        for obj in objects:
-            store = runtime.stores.get(obj.store, runtime.store)
-            await store.delete(obj.key)
-        async with (
-            runtime.invalidating(media_key(media_id)),
-            runtime.router.begin_for(media_id) as conn,
-        ):
             await conn.execute(delete(media_objects).where(media_objects.c.media_id == media_id))
             await conn.execute(delete(media_attachments).where(media_attachments.c.id == media_id))
+            if stored:
+                objects = [[obj.store, obj.key] for obj in stored]
+                queued.append(
+                    await enqueue(conn, shard_of(media_id), DELETE_OBJECTS, objects=objects)
+                )
+        await relay.dispatch(queued)
         await _forget_upload(runtime, media_id)
+
+
+@task(DELETE_OBJECTS, queue="media")
+async def delete_objects(relay: Relay, payload: Payload) -> None:
+    """Remove objects whose records are gone, from every store that may hold them."""
+    runtime = relay.runtime
+    assert runtime is not None
+    for store, key in payload["objects"]:
+        await runtime.media.delete_recorded(key, store)
 
 
 async def _mark_failed(runtime: Runtime, media_id: int, why: str) -> None:

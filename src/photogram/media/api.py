@@ -38,7 +38,7 @@ COPY_CHUNK = 1024 * 1024
 CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "png": "image/png"}
 
 
-async def _spool(upload: UploadFile, directory: Path, limit: int) -> Path:
+async def spool_upload(upload: UploadFile, directory: Path, limit: int) -> Path:
     """The upload copied to a private file in ``directory``, at most ``limit`` bytes."""
 
     def create() -> IO[bytes]:
@@ -84,7 +84,7 @@ async def upload(request: Request, runtime: RuntimeDep, viewer: WriteMedia) -> J
         upload_file = files.get("file")
         if upload_file is None:
             raise actions.refused("file is required: the photo, sent as multipart/form-data")
-        spooled = await _spool(
+        spooled = await spool_upload(
             upload_file, actions.spool_directory(runtime), settings.media_max_bytes
         )
         await actions.check_photo(runtime, spooled)

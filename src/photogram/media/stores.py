@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from photogram.errors import ConfigError, PhotogramError
 
@@ -117,6 +117,11 @@ async def compute_digest(data: bytes) -> Digest:
 
 def digest_now(data: bytes) -> Digest:
     return Digest(len(data), hashlib.md5(data, usedforsecurity=False).digest())
+
+
+#: What ``BlobStore.copy_from`` did: found the object already there, copied it, or found
+#: the source without the bytes the caller expected (missing, or another size or MD5).
+CopyOutcome = Literal["present", "copied", "source-differs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +269,31 @@ class BlobStore(ABC):
                 md5.update(chunk)
         return StoredObject(key, size, md5.hexdigest())
 
+    async def copy_from(self, source: BlobStore, key: str, size: int, md5_hex: str) -> CopyOutcome:
+        """Copy ``key`` from ``source`` unless this store holds it already (same size, and
+        the same MD5 where the store keeps one). The source's bytes must be ``size`` bytes
+        with MD5 ``md5_hex``; otherwise nothing is written.
+
+        This is the bulk copy of a store migration: what it writes may be durable only
+        after the next ``flush()``.
+        """
+        info = await self.head(key)
+        if info is not None and info.size == size and info.md5_hex in (None, md5_hex):
+            return "present"
+        try:
+            data = await source.get(key)
+        except ObjectNotFoundError:
+            return "source-differs"
+        if len(data) != size or (await compute_digest(data)).md5_hex != md5_hex:
+            return "source-differs"
+        await self.put(key, data)
+        return "copied"
+
+    async def flush(self) -> None:
+        """Make everything ``copy_from`` wrote so far durable (a store whose every write
+        is durable at once has nothing to do)."""
+        return
+
     async def presigned_url(self, key: str, expires_seconds: int) -> str | None:
         """A URL that fetches the object directly from the store until it expires, or None
         if the store cannot make one (then photogram serves the object itself)."""
@@ -295,7 +325,7 @@ def open_store(settings: Settings, name: str | None = None) -> BlobStore:
     Opening does no I/O: connections are made on first use, so an unreachable store shows
     up as StoreUnavailableError from the first call (or from ``check()``).
     """
-    from photogram.settings import FilesystemStoreSettings
+    from photogram.settings import FaultyStoreSettings, FilesystemStoreSettings
 
     chosen = settings.media_store if name is None else name
     config = settings.media_stores.get(chosen)
@@ -306,6 +336,10 @@ def open_store(settings: Settings, name: str | None = None) -> BlobStore:
         from photogram.media.local import LocalStore
 
         return LocalStore(config.path, name=chosen)
+    if isinstance(config, FaultyStoreSettings):
+        from photogram.media.faulty import FaultyStore
+
+        return FaultyStore(open_store(settings, config.store), config, name=chosen)
     # Imported only here: the embedded default never loads botocore (~0.3 s at start-up).
     from photogram.media.s3 import S3Store
 

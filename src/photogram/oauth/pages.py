@@ -18,7 +18,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.datastructures import ImmutableMultiDict
 
 from photogram.oauth import actions
@@ -26,16 +25,9 @@ from photogram.oauth.actions import OOB, App, OAuthError
 from photogram.runtime import Runtime
 from photogram.web import csrf
 from photogram.web.deps import RuntimeDep
+from photogram.web.pages.templating import templates  # the web app's, so both look alike
 
 api = APIRouter(tags=["oauth"])
-
-templates = Environment(
-    loader=PackageLoader("photogram.web", "templates"),
-    autoescape=True,  # every value shown may come from an app or a URL
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 # Each may appear at most once (RFC 6749 §3.1); they travel as hidden fields to the POST.
 PARAMS = (
@@ -61,11 +53,13 @@ TOP_SCOPE_TEXT = {
 VERB = {"read": "Read", "write": "Change"}
 CHILD_TEXT = {"statuses": "posts", "favourites": "likes", "media": "uploaded media"}
 
-# No script runs here, nothing may frame the page (a consent page in a frame is
-# clickjacking's classic target), and a page holding a CSRF token is never cached.
+# No script runs here (only the shared stylesheet loads), nothing may frame the page (a
+# consent page in a frame is clickjacking's classic target), and a page holding a CSRF token
+# is never cached.
 HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",

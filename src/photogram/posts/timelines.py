@@ -95,7 +95,9 @@ async def pulled_home_ids(runtime: Runtime, viewer_id: int, page: Page) -> list[
 
 
 async def home_ids(runtime: Runtime, viewer_id: int, page: Page) -> list[int]:
-    if runtime.feeds is None:
+    if runtime.feeds is None or not await runtime.gates.enabled(
+        "home.push_feeds", user_id=viewer_id, default=True
+    ):
         return await pulled_home_ids(runtime, viewer_id, page)
     # Imported here: the push path reads the shards through this module's functions.
     from photogram.feeds import timeline

@@ -13,7 +13,7 @@ from photogram.db.ids import InvalidIdError, parse_id
 from photogram.db.metadata import outbox
 from photogram.db.router import Router
 from photogram.errors import PhotogramError
-from photogram.tasks.outbox import Relay, queue_of
+from photogram.tasks.outbox import TRACE_KEY, Relay, queue_of
 
 #: Dead tasks listed (and retried by ``--all``) at most, oldest first.
 DEAD_LIMIT = 10_000
@@ -25,6 +25,8 @@ class DeadTask:
     task: str
     queue: str
     payload: dict[str, Any]
+    #: The request that queued it, if one did (its log lines carry the same ID).
+    request_id: str | None
     attempts: int
     last_error: str | None
     created_at: str
@@ -57,7 +59,8 @@ async def dead_tasks(router: Router, limit: int = DEAD_LIMIT) -> list[DeadTask]:
             id=str(row.id),
             task=row.task,
             queue=queue_of(row.task),
-            payload=dict(row.payload),
+            payload={k: v for k, v in row.payload.items() if k != TRACE_KEY},
+            request_id=row.payload.get(TRACE_KEY),
             attempts=int(row.attempts),
             last_error=row.last_error,
             created_at=row.created_at.isoformat(),

@@ -14,6 +14,7 @@ runs the row on that loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Connection, Producer, Queue
 
 from photogram.settings import Settings
 from photogram.tasks.outbox import QUEUES
@@ -38,6 +39,10 @@ RUN = "photogram.run"
 #: a queue and say what matters most when one queue takes several kinds of task.
 PRIORITY = {"media": 9, "notifications": 6, "default": 5, "fanout": 3, "maintenance": 1}
 MAX_PRIORITY = 10
+#: The longest a publish may wait on the broker (a socket read or write, or a publisher
+#: confirm) before it counts as failed, its rows left to the sweep: a broker that is
+#: starting or stalled must not hold the publishing thread, and every publish behind it.
+PUBLISH_TIMEOUT_SECONDS = 10.0
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -81,12 +86,21 @@ def make_celery(settings: Settings) -> Celery:
 
 
 class CeleryPublisher:
-    """Publishes outbox rows from async code, on one thread of its own (kombu blocks)."""
+    """Publishes outbox rows from async code, on one thread of its own (kombu blocks).
+
+    The thread keeps one connection of its own rather than one from kombu's pools: those
+    are shared by every Celery app in the process with the same broker URL, and keep a
+    connection the broker has since dropped (after a restart, say). A publish that fails
+    on a connection that had worked is tried once more on a new one, so the first upload
+    after a broker restart is not left for the sweep.
+    """
 
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.settings = settings
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="photogram-publish")
+        self._connection: Connection | None = None
+        self._producer: Producer | None = None
 
     async def publish(self, rows: Sequence[tuple[int, str]]) -> int:
         if not rows:
@@ -96,9 +110,11 @@ class CeleryPublisher:
 
     def _publish(self, rows: list[tuple[int, str]]) -> int:
         sent = 0
-        try:
-            with self.app.producer_or_acquire() as producer:
-                for row_id, queue in rows:
+        reused = self._producer is not None
+        while True:
+            try:
+                producer = self._connect()
+                for row_id, queue in rows[sent:]:
                     self.app.send_task(
                         RUN,
                         args=[row_id],
@@ -107,13 +123,46 @@ class CeleryPublisher:
                         priority=PRIORITY.get(queue, 5),
                         producer=producer,
                         retry=False,
+                        timeout=PUBLISH_TIMEOUT_SECONDS,
+                        confirm_timeout=PUBLISH_TIMEOUT_SECONDS,
                     )
                     sent += 1
-        except Exception:
-            log.warning("the broker took %d of %d outbox rows", sent, len(rows), exc_info=True)
-        return sent
+                return sent
+            except Exception:
+                self._disconnect()
+                if not reused:
+                    log.warning(
+                        "the broker took %d of %d outbox rows", sent, len(rows), exc_info=True
+                    )
+                    return sent
+                reused = False  # once more, on a new connection
+
+    def _connect(self) -> Producer:
+        if self._producer is None:
+            connection = self.app.connection_for_write(
+                transport_options={
+                    "read_timeout": PUBLISH_TIMEOUT_SECONDS,
+                    "write_timeout": PUBLISH_TIMEOUT_SECONDS,
+                }
+            )
+            try:
+                connection.ensure_connection(max_retries=0)
+                self._producer = Producer(connection)
+            except BaseException:
+                connection.release()
+                raise
+            self._connection = connection
+        return self._producer
+
+    def _disconnect(self) -> None:
+        connection, self._connection, self._producer = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.release()
 
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._disconnect)
         self._thread.shutdown(wait=True)
 
 
@@ -202,6 +251,7 @@ def run_worker(
     """``photogram worker``: a Celery worker on ``queues``, plus the outbox sweep."""
     from prometheus_client import start_http_server
 
+    from photogram.observe import configure_logging
     from photogram.tasks.registry import import_tasks
 
     if metrics_port is not None:
@@ -212,6 +262,11 @@ def run_worker(
     app = make_celery(settings)
     sweeper = Sweeper(settings)
 
+    # Celery leaves logging alone when something answers this signal: one format, with the
+    # ID of the request that queued each task.
+    signals.setup_logging.connect(
+        lambda **_: configure_logging(settings.log_format, loglevel), weak=False
+    )
     signals.worker_ready.connect(lambda **_: sweeper.start(), weak=False)
     signals.worker_shutdown.connect(lambda **_: sweeper.stop(), weak=False)
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from photogram.db.ids import next_id, shard_of
 from photogram.db.metadata import outbox
 from photogram.db.router import Router
+from photogram.observe import REQUEST_ID
 from photogram.tasks import metrics
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
+#: The payload key that carries the ID of the request that queued a task (not passed on).
+TRACE_KEY = "_request_id"
 TaskFunction = Callable[["Relay", Payload], Awaitable[None]]
 
 _TASKS: dict[str, TaskFunction] = {}
@@ -76,6 +79,9 @@ async def enqueue(conn: AsyncConnection, shard: int, name: str, **payload: Any) 
     """Write task ``name`` to ``shard``'s outbox in ``conn``'s open transaction; its row ID."""
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}")
+    request_id = REQUEST_ID.get()
+    if request_id is not None:  # the task's log lines carry the request that queued it
+        payload[TRACE_KEY] = request_id
     row_id = await conn.scalar(
         insert(outbox).values(id=next_id(shard), task=name, payload=payload).returning(outbox.c.id)
     )
@@ -111,6 +117,9 @@ class Relay:
         self.publisher = publisher
         #: The process's Runtime, for tasks that need more than the router (media stores).
         self.runtime: Runtime | None = None
+        #: Rows this process is running now: a sweep (or a second delivery) that finds one
+        #: leaves it to the run under way instead of starting it a second time alongside.
+        self._running: set[int] = set()
 
     async def dispatch(self, row_ids: Iterable[int]) -> None:
         """Start just-committed rows. A failure leaves the row for the sweep, not the caller."""
@@ -142,7 +151,17 @@ class Relay:
             await asyncio.sleep(WAIT_POLL_SECONDS)
 
     async def run(self, row_id: int) -> bool:
-        """Run one row's task unless it is done (or dead); whether it ran and succeeded."""
+        """Run one row's task unless it is done (or dead), or running in this process
+        already; whether it ran and succeeded."""
+        if row_id in self._running:
+            return False
+        self._running.add(row_id)
+        try:
+            return await self._run(row_id)
+        finally:
+            self._running.discard(row_id)
+
+    async def _run(self, row_id: int) -> bool:
         async with self.router.connect_for(row_id) as conn:
             row = (
                 await conn.execute(
@@ -154,11 +173,19 @@ class Relay:
         if row is None or row.done_at is not None or row.dead_at is not None:
             return False
         fn = _TASKS.get(row.task)
+        payload = dict(row.payload)
+        trace = REQUEST_ID.set(payload.pop(TRACE_KEY, None) or REQUEST_ID.get())
         started = time.perf_counter()
         try:
             if fn is None:
                 raise LookupError(f"no task named {row.task!r}")
-            await fn(self, dict(row.payload))
+            await fn(self, payload)
+            log.info(
+                "task %s (%s) done",
+                row.task,
+                row_id,
+                extra={"task": row.task, "row_id": row_id},
+            )
         except Exception as error:
             log.exception("outbox task %s (%s) failed; it will be retried", row.task, row_id)
             dead = await self._failed(row_id, error)
@@ -166,6 +193,7 @@ class Relay:
             return False
         finally:
             metrics.SECONDS.labels(row.task).observe(time.perf_counter() - started)
+            REQUEST_ID.reset(trace)
         metrics.RUNS.labels(row.task, "succeeded").inc()
         async with self.router.begin_for(row_id) as conn:
             await conn.execute(

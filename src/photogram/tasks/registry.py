@@ -9,6 +9,7 @@ TASK_MODULES = (
     "photogram.feeds.tasks",
     "photogram.graph.tasks",
     "photogram.media.actions",
+    "photogram.media.migration.tasks",
     "photogram.notifications.tasks",
     "photogram.posts.tasks",
     "photogram.posts.actions",

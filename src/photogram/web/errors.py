@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from photogram.errors import DatabaseUnavailableError
+from photogram.media.stores import StoreUnavailableError
 
 
 class ErrorBody(BaseModel):
@@ -81,3 +82,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DatabaseUnavailableError)
     async def _unavailable(_request: Request, exc: DatabaseUnavailableError) -> JSONResponse:
         return error_response(503, "a database is unavailable; try again shortly")
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_unavailable(_request: Request, exc: StoreUnavailableError) -> JSONResponse:
+        return error_response(503, "the media store is unavailable; try again shortly")

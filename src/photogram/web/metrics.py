@@ -9,6 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 # Imported for their side effect: the cache and task counters exist (at zero) from the
 # first scrape, whether or not anything has used them yet.
 import photogram.cache.metrics
+import photogram.media.metrics
+import photogram.media.migration.metrics
 import photogram.tasks.metrics  # noqa: F401
 
 api = APIRouter()
