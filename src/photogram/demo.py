@@ -62,6 +62,7 @@ from photogram.accounts.actions import (
 )
 from photogram.accounts.passwords import hash_password
 from photogram.cache import account_counters_key, account_key
+from photogram.concurrency import gather
 from photogram.db.ids import decompose, reserve_ids, shard_of
 from photogram.db.metadata import (
     account_favourites,
@@ -914,7 +915,7 @@ async def _each(
             progress(stage, done, len(items))
 
     progress(stage, 0, len(items))
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    await gather(*(worker() for _ in range(max(1, concurrency))))
 
 
 def _cores() -> int:
@@ -925,7 +926,7 @@ async def _avatars(runtime: Runtime, plan: Plan) -> list[bytes]:
     async def one(spec: PhotoSpec) -> bytes:
         return await check_avatar(runtime.settings, await asyncio.to_thread(render, spec))
 
-    return list(await asyncio.gather(*(one(spec) for spec in plan.avatars)))
+    return list(await gather(*(one(spec) for spec in plan.avatars)))
 
 
 async def _profiles(
@@ -1106,7 +1107,7 @@ class BulkWriter:
         # order would make the last shards' posts the newest on every timeline.
         order = sorted(groups)
         self.rng.shuffle(order)
-        await asyncio.gather(*(one(shard, groups[shard]) for shard in order))
+        await gather(*(one(shard, groups[shard]) for shard in order))
 
     async def insert(self, shard: int, rows: Sequence[tuple[Table, list[dict[str, Any]]]]) -> None:
         async with self.router.begin(shard) as conn:

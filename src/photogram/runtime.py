@@ -74,7 +74,13 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         router = await Router.open(settings)
-        return cls(settings, router, Relay(router, open_publisher(settings)), open_stores(settings))
+        try:
+            return cls(
+                settings, router, Relay(router, open_publisher(settings)), open_stores(settings)
+            )
+        except BaseException:
+            await router.close()
+            raise
 
     @property
     def store(self) -> MigratingStore:
@@ -132,7 +138,8 @@ class Runtime:
             )
 
     async def close(self) -> None:
-        if self._background:
+        # Background work may start more as it runs: wait until none is left.
+        while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._sweeper is not None:
             self._stop.set()

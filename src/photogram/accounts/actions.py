@@ -23,6 +23,7 @@ from photogram.accounts.queries import (
     username_prefix,
 )
 from photogram.cache import Record, account_counters_key, account_key
+from photogram.concurrency import gather
 from photogram.db.ids import next_id
 from photogram.db.metadata import (
     accounts,
@@ -425,9 +426,7 @@ async def search_accounts(
             ids = [int(i) for i in await conn.scalars(username_prefix(prefix, limit, offset))]
     if not ids:
         return []
-    hidden, rows = await asyncio.gather(
-        hidden_from(router, viewer_id, ids), load_accounts(runtime, ids)
-    )
+    hidden, rows = await gather(hidden_from(router, viewer_id, ids), load_accounts(runtime, ids))
     return [rows[i] for i in ids if i in rows and i not in hidden]
 
 

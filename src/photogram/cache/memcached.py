@@ -47,6 +47,7 @@ from photogram.cache import metrics
 from photogram.cache.base import UNREACHABLE, Lease, LeaseCache, Lookup
 from photogram.cache.keys import dataset_of
 from photogram.cache.ring import Ring
+from photogram.concurrency import gather
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ class MemcachedLeaseCache(LeaseCache):
         for _ in range(2):
             routes, unrouted = self._route(todo)
             found.update(dict.fromkeys(unrouted, UNREACHABLE))
-            answers = await asyncio.gather(
+            answers = await gather(
                 *(self._get_on(server, batch, flags) for server, batch in routes.items())
             )
             todo = []
@@ -355,7 +356,7 @@ class MemcachedLeaseCache(LeaseCache):
                 stored[lease.key] = None
             else:
                 batches.setdefault(server, []).append((lease, value))
-        answers = await asyncio.gather(
+        answers = await gather(
             *(
                 self._fill_on(server, batch, ttl or self.ttl_seconds)
                 for server, batch in batches.items()
@@ -408,7 +409,7 @@ class MemcachedLeaseCache(LeaseCache):
                     home = self._servers[self.home_of(key)]
                     if home is not server:
                         home.note_missed(key)
-            answers = await asyncio.gather(
+            answers = await gather(
                 *(self._delete_on(server, batch, flags) for server, batch in routes.items())
             )
             todo = []

@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 import asyncpg  # type: ignore[import-untyped]
 
 from photogram.cluster.layout import HOST, SHARD_DATABASE, Layout, Part
+from photogram.concurrency import gather
 
 #: How long one probe may take before the part counts as not answering.
 PROBE_SECONDS = 3.0
@@ -90,5 +91,5 @@ async def answers(layout: Layout, part: Part) -> bool:
 
 async def answering(layout: Layout, parts: list[Part]) -> dict[str, bool]:
     """``answers`` for every part at once."""
-    results = await asyncio.gather(*(answers(layout, part) for part in parts))
+    results = await gather(*(answers(layout, part) for part in parts))
     return {part.name: result for part, result in zip(parts, results, strict=True)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import uuid
 from pathlib import Path
@@ -26,6 +28,9 @@ from photogram.settings import Settings
 WRITE_OPTION = "photogram_write"
 
 _CONNECT_TIMEOUT_SECONDS = 5
+
+#: How long closing waits for connections still in use to come back to their pools.
+DISPOSE_GRACE_SECONDS = 5.0
 
 
 def create_engine(dsn: str, settings: Settings) -> AsyncEngine:
@@ -96,6 +101,7 @@ class Engines:
 
     def __init__(self, settings: Settings) -> None:
         self._by_dsn: dict[str, AsyncEngine] = {}
+        self._checked_in = asyncio.Event()
         self.global_engine = self._get(settings.global_dsn, settings, "global")
         self.shard_engines = {
             name: self._get(dsn, settings, name) for name, dsn in settings.shard_dsns.items()
@@ -105,9 +111,22 @@ class Engines:
     def _get(self, dsn: str, settings: Settings, name: str) -> AsyncEngine:
         if dsn not in self._by_dsn:
             self._by_dsn[dsn] = engine = create_engine(dsn, settings)
+            event.listen(engine.sync_engine, "checkin", lambda *_: self._checked_in.set())
             instrument_engine(engine, name)  # per database: time per shard on /metrics
         return self._by_dsn[dsn]
 
     async def dispose(self) -> None:
+        # A pool disposed while a connection is out never closes that connection: it is
+        # checked in to the old pool later and left to the garbage collector. Give work
+        # still running a moment to hand its connections back.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DISPOSE_GRACE_SECONDS):
+                while self.in_use():
+                    self._checked_in.clear()
+                    await self._checked_in.wait()
         for engine in self._by_dsn.values():
             await engine.dispose()
+
+    def in_use(self) -> int:
+        """Connections checked out of every pool now."""
+        return sum(getattr(e.pool, "checkedout", lambda: 0)() for e in self._by_dsn.values())

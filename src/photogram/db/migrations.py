@@ -14,13 +14,13 @@ plus a new entry in ``GLOBAL_UPGRADES`` or ``SHARD_UPGRADES``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Insert, MetaData, Table, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from photogram.concurrency import gather
 from photogram.db.engines import WRITE_OPTION, Engines
 from photogram.db.ids import SQLITE_COUNTER_TABLE, pg_next_id_ddl, pg_next_ids_ddl
 from photogram.db.metadata import (
@@ -324,7 +324,7 @@ async def init_cluster(
                 continue
             seen.add(url)
             jobs.append(one_database(name, shards))
-        await asyncio.gather(*jobs)
+        await gather(*jobs)
         return report
     finally:
         await engines.dispose()

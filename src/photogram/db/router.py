@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import TableClause
 
+from photogram.concurrency import gather
 from photogram.db.engines import WRITE_OPTION, Engines
 from photogram.db.ids import MAX_ID, shard_of
 from photogram.db.metadata import SHARD_SCHEMA
@@ -245,7 +246,7 @@ class Router:
         plan: dict[str, list[int]] = {}
         for shard in sorted(wanted):
             plan.setdefault(self.shard_map.database_of(shard), []).append(shard)
-        results = await asyncio.gather(
+        results = await gather(
             *(
                 self._scatter_one(name, on_db, stmt, limit, order, key)
                 for name, on_db in plan.items()
@@ -311,7 +312,7 @@ class Router:
                 await conn.execution_options(schema_translate_map=translate)
                 return list((await conn.execute(query)).all())
 
-        results = await asyncio.gather(*(one(db, wanted) for db, wanted in plan.items()))
+        results = await gather(*(one(db, wanted) for db, wanted in plan.items()))
         return [row for rows in results for row in rows]
 
     # --- health -------------------------------------------------------------------------------
@@ -319,7 +320,7 @@ class Router:
     async def ping(self) -> dict[str, str | None]:
         """Each physical database (and the global one) by name: None if it answers, else why not."""
         targets = {"global": self.engines.global_engine, **self.engines.shard_engines}
-        answers = await asyncio.gather(*(_ping(e) for e in targets.values()))
+        answers = await gather(*(_ping(e) for e in targets.values()))
         return dict(zip(targets, answers, strict=True))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from photogram.concurrency import gather
 from photogram.db.metadata import shard_data_tables
 from photogram.db.router import Router, connect_or_explain, describe_connect_error
 from photogram.db.shardmap import schema_name
@@ -91,7 +91,7 @@ async def _database_status(router: Router, name: str, shards: Sequence[int]) -> 
 
 async def cluster_status(router: Router) -> dict[str, Any]:
     by_db = router.shard_map.by_database
-    databases = await asyncio.gather(
+    databases = await gather(
         *(
             _database_status(router, name, by_db.get(name, []))
             for name in router.engines.shard_engines

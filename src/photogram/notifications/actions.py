@@ -11,7 +11,6 @@ that changes: lifting a mute or a block brings them back, as it should.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy import Row, Select
 
 from photogram.accounts.queries import load_accounts
 from photogram.accounts.schemas import Account, render_account
+from photogram.concurrency import gather
 from photogram.notifications import queries
 from photogram.notifications.schemas import Notification
 from photogram.notifications.tasks import TYPES
@@ -72,7 +72,7 @@ async def render(
         return []
     senders = {int(r.from_account_id) for r in rows}
     status_ids = list(dict.fromkeys(int(r.status_id) for r in rows if r.status_id))
-    accounts, lens, statuses = await asyncio.gather(
+    accounts, lens, statuses = await gather(
         load_accounts(runtime, senders),
         lens_for(runtime, viewer_id, senders),
         statuses_for(runtime, viewer_id, status_ids),

@@ -10,7 +10,6 @@ post vanishes from every list that still names it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from photogram.accounts.actions import local_domains
 from photogram.accounts.queries import load_accounts
 from photogram.accounts.schemas import render_account
 from photogram.cache import Record, RowShape, media_key, status_counters_key, status_key
+from photogram.concurrency import gather
 from photogram.db.metadata import bookmarks, media_attachments, media_objects, statuses
 from photogram.graph.queries import edges_to
 from photogram.media.actions import media_url
@@ -72,7 +72,7 @@ async def load_statuses(
         missing = {owner[k] for k in keys}
         # The mentions are part of the status key only: a miss of the counts alone needs none.
         mentioned = sorted(owner[k] for k in keys if k == status_key(owner[k]))
-        rows, mention_rows = await asyncio.gather(
+        rows, mention_rows = await gather(
             router.by_ids(queries.select_statuses, missing),
             router.by_ids(queries.mentions_of, mentioned),
         )
@@ -110,7 +110,7 @@ async def load(runtime: Runtime, viewer_id: int | None, ids: Iterable[int]) -> L
             people.add(r.in_reply_to_account_id)
     for found in mentions.values():
         people.update(found)
-    accounts, lens = await asyncio.gather(
+    accounts, lens = await gather(
         load_accounts(runtime, people), lens_for(runtime, viewer_id, people)
     )
     return Loaded(by_id, accounts, mentions, lens)
@@ -156,7 +156,7 @@ async def render_rows(
     if not shown:
         return []
     media_ids = [int(m) for i in shown for m in loaded.rows[i].media_ids]
-    media, liked, saved = await asyncio.gather(
+    media, liked, saved = await gather(
         _attachments(runtime, media_ids),
         _liked(runtime, viewer_id, shown),
         _bookmarked(runtime, viewer_id, shown),
@@ -237,7 +237,7 @@ async def load_media(
 
     async def fetch(keys: list[str]) -> Mapping[str, Any]:
         missing = [owner[k] for k in keys]
-        rows, objects = await asyncio.gather(
+        rows, objects = await gather(
             router.by_ids(queries.media_rows, missing),
             router.by_ids(queries.media_object_rows, missing),
         )
@@ -268,9 +268,7 @@ async def _attachments(runtime: Runtime, media_ids: list[int]) -> dict[int, Medi
         return {}
     rows, variants = await load_media(runtime, media_ids)
     keys = [o.key for v in variants.values() for n, o in v.items() if n in (FULL, PREVIEW)]
-    urls = dict(
-        zip(keys, await asyncio.gather(*(media_url(runtime, k) for k in keys)), strict=True)
-    )
+    urls = dict(zip(keys, await gather(*(media_url(runtime, k) for k in keys)), strict=True))
     return {
         int(r.id): render_attachment(r, variants.get(int(r.id), {}), lambda o: urls[o.key])
         for r in rows

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from sqlalchemy import delete, func, insert, select, update
 
+from photogram.concurrency import gather
 from photogram.db.metadata import media_migration_progress, media_migration_quarantine
 from photogram.media.migration import metrics, objects, phases
 from photogram.media.migration.objects import Record
@@ -175,7 +176,7 @@ class Mover:
             async with self._slots:
                 return await work(item)
 
-        return list(await asyncio.gather(*(one(i) for i in items)))
+        return list(await gather(*(one(i) for i in items)))
 
     async def _unfinished(self, job: Job) -> list[Any]:
         async with self.router.global_connect() as conn:
@@ -254,7 +255,7 @@ class Mover:
                 await self._run_shard(job, row, work)
 
         workers = max(1, min(self.limits.concurrency, len(pending)))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        await gather(*(worker() for _ in range(workers)))
         return not self._stop and not await self._unfinished(job)
 
     async def _run_shard(self, job: Job, row: Any, work: Callable[[Record, _Batch], Any]) -> None:
@@ -268,7 +269,7 @@ class Mover:
                 return
             records = await objects.page(self.router, shard, after, BATCH)
             batch = _Batch()
-            await asyncio.gather(*(self._one(work, record, batch) for record in records))
+            await gather(*(self._one(work, record, batch) for record in records))
             await self._undo_deleted(batch)
             if batch.written:
                 # The batch's copies are durable before its checkpoint says they are done.

@@ -9,10 +9,10 @@ the cache) for the photos of those statuses only.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from photogram.cache import Record
+from photogram.concurrency import gather
 from photogram.media.actions import media_url
 from photogram.media.processing import SIZES, THUMB_SIZE
 from photogram.media.schemas import FULL
@@ -64,9 +64,7 @@ async def photos_of(runtime: Runtime, statuses: list[Status]) -> dict[str, list[
         return {s.id: [] for s in statuses}
     _rows, variants = await load_media(runtime, wanted)
     keys = sorted({o.key for v in variants.values() for o in v.values()})
-    urls = dict(
-        zip(keys, await asyncio.gather(*(media_url(runtime, k) for k in keys)), strict=True)
-    )
+    urls = dict(zip(keys, await gather(*(media_url(runtime, k) for k in keys)), strict=True))
     out: dict[str, list[Photo]] = {}
     for status in statuses:
         photos = []
@@ -117,9 +115,7 @@ async def cards_for(
     photos = await photos_of(runtime, statuses)
     previews: list[list[Status]] = [[] for _ in statuses]
     if comments:
-        previews = list(
-            await asyncio.gather(*(_first_comments(runtime, viewer_id, s) for s in statuses))
-        )
+        previews = list(await gather(*(_first_comments(runtime, viewer_id, s) for s in statuses)))
     return [
         Card(s, photos.get(s.id, []), status_path(s.account.username, s.id), found)
         for s, found in zip(statuses, previews, strict=True)

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
+from photogram.concurrency import gather
 from photogram.media import actions as media
 from photogram.media import filters
 from photogram.media.api import FORM_OVERHEAD, spool_upload
@@ -72,7 +73,7 @@ async def _post_page(
     if found.account.username != username:
         return redirect(status_path(found.account.username, found.id))
     after = optional_id(ctx.request.query_params.get("after"))
-    (thread, more), (likers, _, oldest_like), (card,) = await asyncio.gather(
+    (thread, more), (likers, _, oldest_like), (card,) = await gather(
         posts.context(runtime, viewer_id, found.id, COMMENTS_PAGE, after),
         posts.favourited_by(runtime, viewer_id, found.id, Page(limit=LIKERS_SHOWN)),
         cards_for(runtime, viewer_id, [found], comments=False),
