@@ -12,6 +12,7 @@ from photogram.accounts import api as accounts_api
 from photogram.graph import api as graph_api
 from photogram.instance import api as instance_api
 from photogram.media import api as media_api
+from photogram.media.arenas import limit_malloc_arenas
 from photogram.notifications import api as notifications_api
 from photogram.oauth import api as oauth_api
 from photogram.oauth import pages as oauth_pages
@@ -29,6 +30,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_malloc_arenas(settings.media_malloc_arenas)  # before the threads that process
         runtime = await Runtime.open(settings)
         app.state.runtime = runtime
         if background:

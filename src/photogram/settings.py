@@ -309,6 +309,11 @@ class Settings(BaseSettings):
     media_max_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     media_max_pixels: Annotated[int, Field(ge=1)] = 50_000_000
 
+    # glibc malloc arenas in processes that process photos (app servers and workers):
+    # fewer arenas keep a long-running worker near one photo's peak memory. 0 leaves
+    # glibc's default (eight per core); the MALLOC_ARENA_MAX environment variable wins.
+    media_malloc_arenas: Annotated[int, Field(ge=0)] = 2
+
     # Media URLs are signed and expire after this long (rounded up to the hour, so they
     # stay cacheable).
     media_url_ttl_seconds: Annotated[int, Field(ge=60)] = 7 * 24 * 3600

@@ -251,9 +251,11 @@ def run_worker(
     """``photogram worker``: a Celery worker on ``queues``, plus the outbox sweep."""
     from prometheus_client import start_http_server
 
+    from photogram.media.arenas import limit_malloc_arenas
     from photogram.observe import configure_logging
     from photogram.tasks.registry import import_tasks
 
+    limit_malloc_arenas(settings.media_malloc_arenas)  # before the pool's threads
     if metrics_port is not None:
         start_http_server(metrics_port, addr=settings.host)
     global _worker_settings
