@@ -1,7 +1,7 @@
 """Fewer glibc malloc arenas in processes that process photos.
 
-glibc gives threads their own heaps ("arenas", up to eight per core) as they contend for
-malloc, and memory freed in an arena mostly stays with it. libvips' worker threads and
+glibc gives threads heaps of their own ("arenas", up to eight per core), and memory freed
+in an arena mostly stays with it. libvips' worker threads and
 photogram's processing threads each end up with one, so a process that has handled a
 batch of photos holds 40-50 MiB more than one photo's peak, and keeps it. Two arenas
 keep it near one photo's peak at no cost in throughput (docs/media-processing.md).
