@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 from photogram.media.stores import (
     BlobStore,
@@ -19,15 +18,15 @@ from photogram.media.stores import (
     ObjectStream,
     StoredObject,
     StoreUnavailableError,
+    WrappingStore,
     digest_now,
 )
 from photogram.settings import FaultyStoreSettings
 
 
-class FaultyStore(BlobStore):
+class FaultyStore(WrappingStore):
     def __init__(self, inner: BlobStore, config: FaultyStoreSettings, *, name: str) -> None:
-        self.name = name
-        self.inner = inner
+        super().__init__(inner, name=name)
         self.config = config
         self._random = random.Random()  # noqa: S311 (faults, not secrets)
 
@@ -67,15 +66,3 @@ class FaultyStore(BlobStore):
     async def delete(self, key: str) -> None:
         await self._delay()
         await self.inner.delete(key)
-
-    def iterate(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
-        return self.inner.iterate(prefix, start_after=start_after)
-
-    async def check(self) -> None:
-        await self.inner.check()
-
-    async def presigned_url(self, key: str, expires_seconds: int) -> str | None:
-        return await self.inner.presigned_url(key, expires_seconds)
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -319,6 +319,46 @@ class BlobStore(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+class WrappingStore(BlobStore):
+    """A store in front of another: each call goes through to ``inner`` unless a subclass
+    changes it. ``digest``, ``exists`` and ``copy_from`` keep BlobStore's own, built on this
+    store's reads and writes, so what a subclass changes applies to them too."""
+
+    def __init__(self, inner: BlobStore, *, name: str) -> None:
+        self.inner = inner
+        self.name = name
+
+    async def put(self, key: str, data: bytes) -> StoredObject:
+        return await self.inner.put(key, data)
+
+    async def get(self, key: str) -> bytes:
+        return await self.inner.get(key)
+
+    async def open(self, key: str) -> ObjectStream:
+        return await self.inner.open(key)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await self.inner.head(key)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    def iterate(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        return self.inner.iterate(prefix, start_after=start_after)
+
+    async def check(self) -> None:
+        await self.inner.check()
+
+    async def flush(self) -> None:
+        await self.inner.flush()
+
+    async def presigned_url(self, key: str, expires_seconds: int) -> str | None:
+        return await self.inner.presigned_url(key, expires_seconds)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 def open_store(settings: Settings, name: str | None = None) -> BlobStore:
     """The store ``name`` from ``settings.media_stores`` (default: ``settings.media_store``).
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,9 @@ from photogram.media.migration.objects import owner_of
 from photogram.media.migration.phases import ORDER, MigrationError, Phase
 from photogram.media.stores import (
     BlobStore,
-    ObjectInfo,
-    ObjectStream,
     StoredObject,
     StoreError,
+    WrappingStore,
     open_stores,
 )
 from photogram.runtime import Runtime
@@ -85,13 +84,12 @@ from tests.media.migration.support import (
 SHARDS = 4
 
 
-class Pause(BlobStore):
+class Pause(WrappingStore):
     """Another store as one caller sees it: the first write ``arm`` matches stops, before
     or after it reaches the store, until ``release``."""
 
     def __init__(self, inner: BlobStore) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner, name=inner.name)
         self.matches: Callable[[str], bool] | None = None
         self.matched = ""  # the key of the write that stopped
         self.after_write = False
@@ -125,32 +123,8 @@ class Pause(BlobStore):
             await self._stop()
         return written
 
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
-
-    async def open(self, key: str) -> ObjectStream:
-        return await self.inner.open(key)
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        return await self.inner.head(key)
-
     async def digest(self, key: str) -> StoredObject:
         return await self.inner.digest(key)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    def iterate(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
-        return self.inner.iterate(prefix, start_after=start_after)
-
-    async def check(self) -> None:
-        await self.inner.check()
-
-    async def presigned_url(self, key: str, expires_seconds: int) -> str | None:
-        return await self.inner.presigned_url(key, expires_seconds)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def until_stopped(pause: Pause, work: asyncio.Task[Any]) -> None:
