@@ -1,8 +1,7 @@
 """Faults under load on a real cluster (`photogram cluster up`), each measured.
 
-Part of the suite, but for the RabbitMQ restart, which is in tests/cluster/drills.py; run on
-its own with ``.venv/bin/pytest tests/cluster/test_faults.py -rP`` to see each fault's
-report (docs/operations.md#fault-drills).
+Part of the suite; run on its own with ``.venv/bin/pytest tests/cluster/test_faults.py -rP``
+to see each fault's report (docs/operations.md#fault-drills).
 
 One cluster for the module, a small community seeded through its API (bench/load.py's
 ``seed``), and for each fault an open-loop mix of people using it (bench/load.py's
@@ -12,6 +11,8 @@ single posts read; likes, follows and photo posts written, every acknowledged wr
 - an app server killed (``kill -9``), then started again by ``photogram cluster up``;
 - a memcached killed, then started again the same way;
 - Redis emptied (``FLUSHALL``): home feeds are rebuilt from the shards;
+- RabbitMQ stopped and started (``rabbitmqctl stop_app``, ``start_app``): the machine's own,
+  which the tests in tests/tasks share (they run one after another, on one xdist worker);
 - a PostgreSQL server stopped for 10 s (``pg_ctl stop -m fast``, then ``start``).
 
 No read fails under any fault but the last; under the last, only requests that needed
@@ -95,6 +96,7 @@ AFTER = 3.0
 #: not work slow.
 PATIENCE = 120.0
 PG_DOWN_SECONDS = 10.0
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 
 def photogram(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,14 +131,19 @@ class Cluster:
         assert again.returncode == 0, f"{again.stdout}\n{again.stderr}"
 
     def troubles(self) -> str:
-        """What nginx and the app servers logged of trouble: failed upstreams, workers
-        that died or were booted, errors."""
+        """What nginx, the app servers and the Celery worker logged of trouble: failed
+        upstreams, Gunicorn workers that died or were booted, errors, and the Celery
+        worker's warnings."""
         wanted = ("upstream", "[error]", "[crit]", "Booting worker", "WORKER TIMEOUT", "exited")
+        wanted += ('"level": "error"', '"level": "critical"')
         lines = []
-        for name in ("nginx-error", *(f"app-{n}" for n in range(1, APP_SERVERS + 1))):
+        logs = ("nginx-error", *(f"app-{n}" for n in range(1, APP_SERVERS + 1)), "worker")
+        for name in logs:
             log = self.dir / "logs" / f"{name}.log"
             text = log.read_text(errors="replace") if log.exists() else ""
-            found = [line for line in text.splitlines() if any(w in line for w in wanted)]
+            # The worker's warnings too: a lost broker connection, a task that failed.
+            said = (*wanted, '"level": "warning"') if name == "worker" else wanted
+            found = [line for line in text.splitlines() if any(w in line for w in said)]
             # One line for nginx's refusals when it has no app server left to ask.
             refused = [line for line in found if "no live upstreams" in line]
             found = [line for line in found if "no live upstreams" not in line]
@@ -493,6 +500,31 @@ async def test_redis_flushed(cluster: Cluster, community: Community) -> None:
     assert_no_read_failed(run)
     assert_writes_failed_only_with_a_5xx(run)
     await assert_every_write_is_there(cluster, community)
+
+
+async def test_rabbitmq_restarted(cluster: Cluster, community: Community) -> None:
+    """Photos uploaded while the broker is away are answered 202 and processed once it is
+    back (the worker's sweep hands their rows over again); every write is kept."""
+
+    def rabbitmqctl(command: str) -> None:
+        subprocess.run([RABBITMQCTL, "-q", command], check=True, timeout=PATIENCE)
+
+    def fault() -> tuple[float, float]:
+        broken = time.monotonic()
+        rabbitmqctl("stop_app")
+        time.sleep(2.0)
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+        return broken, time.monotonic()
+
+    run = await under_load(cluster, community, "RabbitMQ stopped and started", fault)
+    try:
+        assert_no_read_failed(run)
+        assert_writes_failed_only_with_a_5xx(run)
+        await assert_every_write_is_there(cluster, community)
+    except AssertionError:
+        print(cluster.troubles())
+        raise
 
 
 async def test_a_postgresql_server_stopped_for_10_s(cluster: Cluster, community: Community) -> None:
