@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -259,3 +260,39 @@ async def test_serve_on_an_empty_directory(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+def test_the_command_starts_without_the_web_app_or_libvips() -> None:
+    """Every `photogram` run imports the command line: operators' commands, workers and
+    the cluster's tooling start without loading what only `serve` and `demo` need."""
+    heavy = ("photogram.demo", "photogram.web.app", "fastapi", "pyvips", "celery", "PIL")
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, photogram.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == ""
+
+
+def test_a_process_that_imported_no_task_module_still_knows_every_task() -> None:
+    """The command line imports few modules (above), yet `tasks dead` shows a task's queue
+    and `tasks retry` routes and runs it: the outbox finds tasks it was not shown."""
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from photogram.tasks import outbox; "
+            "before = 'photogram.media.actions' in sys.modules; "
+            "print(before, outbox.queue_of('media.process'), "
+            "outbox._known('feeds.fanout') is not None)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split() == ["False", "media", "True"]

@@ -17,11 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from photogram import __version__
-from photogram import demo as demo_module
 from photogram.db.ids import InvalidIdError, decompose, parse_id
 from photogram.db.migrations import InitReport, init_cluster
 from photogram.db.router import Router
 from photogram.db.status import cluster_status
+from photogram.demo_limits import ACTIONS_MAX_POSTS, ACTIONS_MAX_USERS
 from photogram.errors import PhotogramError
 from photogram.settings import Settings, load_settings
 from photogram.tasks.outbox import QUEUES
@@ -324,14 +324,16 @@ def demo(
         typer.Option(
             "--bulk/--actions",
             help="Write in batches per shard, or through the actions users' requests take "
-            f"[default: actions up to {demo_module.ACTIONS_MAX_USERS} users and "
-            f"{demo_module.ACTIONS_MAX_POSTS} posts].",
+            f"[default: actions up to {ACTIONS_MAX_USERS} users and {ACTIONS_MAX_POSTS} posts].",
             show_default=False,
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Fill this instance with a small community: people, follows, photo posts, likes, comments."""
+    # Imported here: it brings the web app and libvips, which no other command needs.
+    from photogram import demo as demo_module
+
     settings = settings_from(ctx)
     progress = Progress(
         TextColumn("[bold]{task.description}"),

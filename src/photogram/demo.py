@@ -82,6 +82,7 @@ from photogram.db.metadata import (
     usernames,
 )
 from photogram.db.migrations import init_cluster
+from photogram.demo_limits import ACTIONS_MAX_POSTS, ACTIONS_MAX_USERS
 from photogram.errors import PhotogramError
 from photogram.graph.actions import check_follow, do_answer_request, do_follow
 from photogram.media import processing
@@ -106,9 +107,6 @@ RGB = tuple[int, int, int]
 
 #: Demo accounts' e-mail domain: reserved (RFC 2606), so no mail can ever reach anyone.
 EMAIL_DOMAIN = "demo.invalid"
-#: Above either of these the bulk writer is chosen unless told otherwise.
-ACTIONS_MAX_USERS = 200
-ACTIONS_MAX_POSTS = 1000
 #: Distinct photos drawn (and, for the bulk writer, processed); posts beyond reuse them.
 PHOTO_POOL = 300
 AVATAR_POOL = 64

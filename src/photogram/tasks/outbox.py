@@ -100,7 +100,18 @@ class Publisher(Protocol):
     async def close(self) -> None: ...
 
 
+def _known(name: str) -> TaskFunction | None:
+    """Task ``name``'s function. A process need not have imported the module that defines
+    it (the command line imports little): on a miss every task module is imported first."""
+    if name not in _TASKS:
+        from photogram.tasks.registry import import_tasks
+
+        import_tasks()
+    return _TASKS.get(name)
+
+
 def queue_of(name: str) -> str:
+    _known(name)
     return _QUEUE_OF.get(name, "default")
 
 
@@ -172,7 +183,7 @@ class Relay:
             ).one_or_none()
         if row is None or row.done_at is not None or row.dead_at is not None:
             return False
-        fn = _TASKS.get(row.task)
+        fn = _known(row.task)
         payload = dict(row.payload)
         trace = REQUEST_ID.set(payload.pop(TRACE_KEY, None) or REQUEST_ID.get())
         started = time.perf_counter()
