@@ -16,7 +16,7 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,17 +51,10 @@ from tests.media.s3server import (
     create_bucket,
     free_port,
     list_raw_keys,
-    s3_server,
 )
 
 MiB = 1024 * 1024
 _buckets = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
 
 
 def s3_config(endpoint: str | None, bucket: str, **extra: Any) -> S3StoreSettings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +18,7 @@ from tests.accounts.images import quadrant_jpeg, with_exif
 from tests.api import Client, User, api_client
 from tests.conftest import MakeSettings
 from tests.media.corpus import corpus
-from tests.media.s3server import create_bucket, list_raw_keys, s3_server
+from tests.media.s3server import create_bucket, list_raw_keys
 from tests.media.test_stores import s3_config
 
 METADATA = ("exif-data", "xmp-data", "iptc-data", "icc-profile-data")
@@ -209,12 +208,6 @@ async def test_authorization(make_settings: MakeSettings, tmp_path: Path) -> Non
                 method, path, headers={"Authorization": f"Bearer {read_only}"}
             )
             assert denied.status_code == 403
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
 
 
 async def test_photos_in_an_s3_store(tmp_path: Path, s3_endpoint: str) -> None:

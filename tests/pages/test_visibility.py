@@ -19,6 +19,10 @@ from tests.pages.support import Browser, browser, new_browser, sign_in
 from tests.posts.support import act, post, posts_settings, settings_maker
 from tests.posts.test_visibility import MATRIX, RELATIONSHIPS, Pair, World, _build
 
+#: One worker builds each backend's world once, rather than every worker both (pytest-xdist
+#: would spread the module's tests, and each worker builds the module fixture anew).
+pytestmark = pytest.mark.xdist_group("pages-visibility")
+
 
 @dataclass
 class Web:

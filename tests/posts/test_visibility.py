@@ -22,6 +22,10 @@ from tests.api import Client, User, api_client
 from tests.conftest import BACKENDS, PostgresFactory
 from tests.posts.support import act, comment, ids, lock, post, posts_settings, settings_maker
 
+#: One worker builds each backend's world once, rather than every worker both (pytest-xdist
+#: would spread the module's tests, and each worker builds the module fixture anew).
+pytestmark = pytest.mark.xdist_group("posts-visibility")
+
 RELATIONSHIPS = [
     "anonymous",  # no token at all
     "stranger",  # signed in, no relationship

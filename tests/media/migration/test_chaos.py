@@ -25,7 +25,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from photogram.settings import FaultyStoreSettings, Settings
 from tests.api import Client, User, api_client
 from tests.conftest import PostgresFactory
 from tests.media.migration.load import KINDS, Load, summary
-from tests.media.s3server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, create_bucket, s3_server
+from tests.media.s3server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, create_bucket
 from tests.test_cli import PHOTOGRAM, Ran, env_for, photogram
 
 #: What the new store does wrong, on top of being slow. Until the migration trusts the new
@@ -85,12 +85,6 @@ VERIFY_PASSES = 3
 #: How long the end waits for background work before failing (a hang guard, never a
 #: measure of speed: the work is normally done in well under a second).
 SETTLE_GUARD_SECONDS = 180
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
 
 
 def _s3(endpoint: str, bucket: str) -> dict[str, Any]:
