@@ -461,32 +461,46 @@ def kill(pid: int) -> None:
 # --- the faults ------------------------------------------------------------------------------
 
 
-async def test_an_app_server_killed(cluster: Cluster, community: Community) -> None:
+async def survives(
+    cluster: Cluster, community: Community, name: str, fault: Callable[[], tuple[float, float]]
+) -> None:
+    """The mix around ``fault``: no read failed, writes failed only with a 5xx, and every
+    acknowledged write is there. A failed check ends the report with the cluster's
+    troubles (what nginx, the app servers and the worker logged)."""
+    run = await under_load(cluster, community, name, fault)
+    try:
+        assert_no_read_failed(run)
+        assert_writes_failed_only_with_a_5xx(run)
+        await assert_every_write_is_there(cluster, community)
+    except AssertionError:
+        print(cluster.troubles())
+        raise
+
+
+def down_for_a_moment(
+    stop: Callable[[], object], start: Callable[[], object]
+) -> Callable[[], tuple[float, float]]:
+    """A fault: ``stop`` something, 2 s later ``start`` it again (returning once it answers)."""
+
     def fault() -> tuple[float, float]:
         broken = time.monotonic()
-        kill(cluster.pid("app-1"))  # its Gunicorn master (run/app-1.pid) and its worker
+        stop()
         time.sleep(2.0)
-        cluster.up_again()
+        start()
         return broken, time.monotonic()
 
-    run = await under_load(cluster, community, "app server app-1 killed", fault)
-    assert_no_read_failed(run)
-    assert_writes_failed_only_with_a_5xx(run)
-    await assert_every_write_is_there(cluster, community)
+    return fault
+
+
+async def test_an_app_server_killed(cluster: Cluster, community: Community) -> None:
+    # Its Gunicorn master (run/app-1.pid) and its worker; `up` starts them again.
+    fault = down_for_a_moment(lambda: kill(cluster.pid("app-1")), cluster.up_again)
+    await survives(cluster, community, "app server app-1 killed", fault)
 
 
 async def test_a_memcached_killed(cluster: Cluster, community: Community) -> None:
-    def fault() -> tuple[float, float]:
-        broken = time.monotonic()
-        kill(cluster.pid("memcached-1"))
-        time.sleep(2.0)
-        cluster.up_again()
-        return broken, time.monotonic()
-
-    run = await under_load(cluster, community, "memcached-1 killed", fault)
-    assert_no_read_failed(run)
-    assert_writes_failed_only_with_a_5xx(run)
-    await assert_every_write_is_there(cluster, community)
+    fault = down_for_a_moment(lambda: kill(cluster.pid("memcached-1")), cluster.up_again)
+    await survives(cluster, community, "memcached-1 killed", fault)
 
 
 async def test_redis_flushed(cluster: Cluster, community: Community) -> None:
@@ -496,35 +510,21 @@ async def test_redis_flushed(cluster: Cluster, community: Community) -> None:
             client.flushall()
         return broken, time.monotonic()
 
-    run = await under_load(cluster, community, "Redis flushed", fault)
-    assert_no_read_failed(run)
-    assert_writes_failed_only_with_a_5xx(run)
-    await assert_every_write_is_there(cluster, community)
+    await survives(cluster, community, "Redis flushed", fault)
 
 
 async def test_rabbitmq_restarted(cluster: Cluster, community: Community) -> None:
     """Photos uploaded while the broker is away are answered 202 and processed once it is
     back (the worker's sweep hands their rows over again); every write is kept."""
 
-    def rabbitmqctl(command: str) -> None:
-        subprocess.run([RABBITMQCTL, "-q", command], check=True, timeout=PATIENCE)
+    def rabbitmqctl(*commands: str) -> None:
+        for command in commands:
+            subprocess.run([RABBITMQCTL, "-q", command], check=True, timeout=PATIENCE)
 
-    def fault() -> tuple[float, float]:
-        broken = time.monotonic()
-        rabbitmqctl("stop_app")
-        time.sleep(2.0)
-        rabbitmqctl("start_app")
-        rabbitmqctl("await_startup")
-        return broken, time.monotonic()
-
-    run = await under_load(cluster, community, "RabbitMQ stopped and started", fault)
-    try:
-        assert_no_read_failed(run)
-        assert_writes_failed_only_with_a_5xx(run)
-        await assert_every_write_is_there(cluster, community)
-    except AssertionError:
-        print(cluster.troubles())
-        raise
+    fault = down_for_a_moment(
+        lambda: rabbitmqctl("stop_app"), lambda: rabbitmqctl("start_app", "await_startup")
+    )
+    await survives(cluster, community, "RabbitMQ stopped and started", fault)
 
 
 async def test_a_postgresql_server_stopped_for_10_s(cluster: Cluster, community: Community) -> None:
