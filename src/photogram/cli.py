@@ -275,12 +275,10 @@ def tasks_retry(
     """Run dead tasks again, with a fresh count of attempts."""
     from photogram.runtime import Runtime
     from photogram.tasks.admin import retry_dead
-    from photogram.tasks.registry import import_tasks
 
     if bool(ids) == all_:
         fail("name the dead tasks to retry, or say --all")
     settings = settings_from(ctx)
-    import_tasks()
 
     async def revive() -> tuple[list[str], list[str]]:
         runtime = await Runtime.open(settings)

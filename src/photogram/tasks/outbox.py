@@ -77,7 +77,7 @@ def task(name: str, *, queue: str = "default") -> Callable[[TaskFunction], TaskF
 
 async def enqueue(conn: AsyncConnection, shard: int, name: str, **payload: Any) -> int:
     """Write task ``name`` to ``shard``'s outbox in ``conn``'s open transaction; its row ID."""
-    if name not in _TASKS:
+    if _known(name) is None:
         raise ValueError(f"unknown task {name!r}")
     request_id = REQUEST_ID.get()
     if request_id is not None:  # the task's log lines carry the request that queued it

@@ -45,10 +45,6 @@ NEXT = {
 
 
 def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
-    from photogram.tasks.registry import import_tasks
-
-    import_tasks()
-
     async def opened() -> T:
         runtime = await Runtime.open(settings)
         try:
