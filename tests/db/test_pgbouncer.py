@@ -135,6 +135,17 @@ async def test_ids_and_scatter_through_transaction_pooling(bounced_router: Route
     assert on_three == sum(1 for id_ in made if shard_of(id_) == 3)
 
 
+async def test_pgbouncer_has_no_client_encoding_to_resend(bounced_router: Router) -> None:
+    """PgBouncer re-sends a client's settings to a server connection whenever the two
+    differ as text, before every transaction it hands over. asyncpg alone asks for
+    'utf-8' where the server reports UTF8, which would cost a SET per transaction."""
+    async with bounced_router.global_connect() as conn:
+        raw = await conn.get_raw_connection()
+        asked = raw.driver_connection.get_settings().client_encoding
+        server = await conn.scalar(select(func.current_setting("client_encoding")))
+    assert asked == server == "UTF8"
+
+
 def test_pgbouncer_settings_in_the_docs_are_the_tested_ones() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "sharding.md").read_text()
     for line in ("pool_mode = transaction", "pgbouncer = true"):

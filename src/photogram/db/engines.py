@@ -38,7 +38,11 @@ def create_engine(dsn: str, settings: Settings) -> AsyncEngine:
         return _sqlite_engine(dsn)
     connect_args: dict[str, Any] = {
         "timeout": _CONNECT_TIMEOUT_SECONDS,
-        "server_settings": {"application_name": "photogram"},
+        # asyncpg asks for client_encoding 'utf-8' (quoted); the server reports it back as
+        # UTF8, and PgBouncer, comparing the two as text, would re-send a SET with every
+        # transaction it hands to a server connection. Asking for UTF8 itself (it comes
+        # after asyncpg's in the startup packet, so it wins) makes them equal.
+        "server_settings": {"application_name": "photogram", "client_encoding": "UTF8"},
     }
     if settings.pgbouncer:
         # Transaction pooling hands each transaction to any server connection, where a
