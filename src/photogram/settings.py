@@ -370,6 +370,10 @@ class Settings(BaseSettings):
     # memcached reads a TTL as a date).
     cache_ttl_seconds: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 3600
 
+    # Access tokens are cached for at most this long: revoking one invalidates it at once,
+    # and this bounds how long a revocation whose invalidation was lost still lets it in.
+    cache_token_ttl_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+
     # A memcached server that fails or times out is skipped for this long (its keys go to
     # the database, then to the other servers), then tried again.
     cache_server_retry_seconds: Annotated[float, Field(gt=0)] = 10.0

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,11 +28,13 @@ from photogram.cache import (
     relationship_key,
     status_counters_key,
     status_key,
+    token_key,
 )
 from photogram.db.metadata import statuses
 from photogram.media import actions as media_actions
 from photogram.posts import render
 from photogram.runtime import Runtime
+from photogram.web import auth
 from tests.accounts.images import quadrant_jpeg
 from tests.api import Client, User, api_client
 from tests.conftest import MakeSettings
@@ -134,6 +137,68 @@ async def test_profile_changes(make_settings: MakeSettings) -> None:
         assert response.status_code == 200, response.text
         assert (await account(client, bob, alice))["avatar"] == response.json()["avatar"]
         assert response.json()["avatar"] != before["avatar"]
+
+
+# --- access tokens --------------------------------------------------------------------------
+
+
+async def test_a_token_is_read_once_then_cached_until_revoked_or_expired(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_client(await make_settings(access_token_ttl_seconds=3600)) as client:
+        app = await client.register_app()
+        alice = await client.sign_up("alice", app)
+        key = token_key(auth.hash_secret(alice.token))
+        looked_up: list[str] = []
+
+        def watch(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "oauth_tokens" in statement:
+                looked_up.append(statement)
+
+        engine = client.runtime.router.engines.global_engine.sync_engine
+        event.listen(engine, "before_cursor_execute", watch)
+        try:
+            for _ in range(3):
+                await account(client, alice, alice)
+        finally:
+            event.remove(engine, "before_cursor_execute", watch)
+        assert looked_up == []  # sign-up's own check filled the cache
+        assert (await cached(client.runtime, key))["account_id"] == int(alice.id)
+
+        # The expiry is the clock's business, cached or not.
+        later = datetime.now(UTC) + timedelta(hours=2)
+        with monkeypatch.context() as patch:
+            patch.setattr(auth, "datetime", FixedClock.at(later))
+            expired = await client.get("/api/v1/accounts/verify_credentials", headers=alice.headers)
+            assert expired.status_code == 401
+        assert (await account(client, alice, alice))["id"] == alice.id
+
+        revoked = await client.post(
+            "/oauth/revoke",
+            data={
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+                "token": alice.token,
+            },
+        )
+        assert revoked.status_code == 200, revoked.text
+        assert await cached(client.runtime, key) is None
+        gone = await client.get("/api/v1/accounts/verify_credentials", headers=alice.headers)
+        assert gone.status_code == 401
+
+
+class FixedClock(datetime):
+    """``datetime`` whose ``now`` is one fixed moment."""
+
+    moment: datetime
+
+    @classmethod
+    def at(cls, moment: datetime) -> type[FixedClock]:
+        return type("Fixed", (cls,), {"moment": moment})
+
+    @classmethod
+    def now(cls, tz: Any = None) -> FixedClock:
+        return cls.moment  # type: ignore[return-value]
 
 
 # --- the follow graph -----------------------------------------------------------------------

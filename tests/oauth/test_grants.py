@@ -254,6 +254,8 @@ async def test_refresh_token_rotates(make_settings: MakeSettings) -> None:
         other_app = await client.register_app(scopes="read write")
         alice = await client.sign_up("alice", app, scope="read write")
         first = (await password_grant(client, app, alice.email, scope="read")).json()
+        # Used once, so it is cached when it is rotated away.
+        assert (await me(client, first["access_token"])).status_code == 200
 
         # A token cannot gain scopes by refreshing.
         wider = await refresh(client, app, first["refresh_token"], scope="read write")
@@ -320,6 +322,7 @@ async def test_revoke(make_settings: MakeSettings) -> None:
 
         # Revoking by refresh token ends the access token too.
         pair = (await password_grant(client, app, alice.email)).json()
+        assert (await me(client, pair["access_token"])).status_code == 200
         assert (await revoke(client, app, pair["refresh_token"])).status_code == 200
         assert (await me(client, pair["access_token"])).status_code == 401
 

@@ -10,6 +10,7 @@ from photogram.cache.keys import (
     relationship_key,
     status_counters_key,
     status_key,
+    token_key,
 )
 from photogram.cache.local import LocalLeaseCache
 from photogram.cache.memcached import MemcachedLeaseCache
@@ -33,6 +34,7 @@ __all__ = [
     "relationship_key",
     "status_counters_key",
     "status_key",
+    "token_key",
 ]
 
 

@@ -42,7 +42,12 @@ RELATIONSHIPS = Dataset("relationship", 1)
 #: and expire, so they are made as the photo is shown).
 MEDIA = Dataset("media", 1)
 
-DATASETS = (ACCOUNTS, STATUSES, ACCOUNT_COUNTERS, STATUS_COUNTERS, RELATIONSHIPS, MEDIA)
+#: An access token's row, by the token's hash: what every signed-in request checks first.
+#: Kept for ``cache_token_ttl_seconds`` at most, so that a revocation whose invalidation was
+#: lost (a crash between commit and delete) lapses soon.
+TOKENS = Dataset("token", 1)
+
+DATASETS = (ACCOUNTS, STATUSES, ACCOUNT_COUNTERS, STATUS_COUNTERS, RELATIONSHIPS, MEDIA, TOKENS)
 
 
 def account_key(account_id: int) -> str:
@@ -67,6 +72,13 @@ def relationship_key(account_id: int, target_id: int) -> str:
 
 def media_key(media_id: int) -> str:
     return MEDIA.key(media_id)
+
+
+def token_key(token_hash: str) -> str:
+    # A sha256 in hex: 64 characters memcached accepts, never a client's raw text.
+    if len(token_hash) != 64 or token_hash.strip("0123456789abcdef"):
+        raise ValueError("a token key is the token's sha256, in lower-case hex")
+    return f"{TOKENS.name}:v{TOKENS.version}:{token_hash}"
 
 
 def dataset_of(key: str) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from photogram.accounts.passwords import verify_password
 from photogram.accounts.queries import email_entry, load_account
+from photogram.cache import token_key
 from photogram.db.metadata import accounts, oauth_apps, oauth_codes, oauth_tokens
 from photogram.runtime import Runtime
 from photogram.web.auth import hash_secret, parse_scopes, scope_allows, unknown_scopes
@@ -321,7 +322,7 @@ async def grant_refresh_token(
     runtime: Runtime, app: App, refresh_token: str, scope: str | None
 ) -> IssuedToken:
     """A new access and refresh token; the old pair stops working (rotation)."""
-    async with runtime.router.global_begin() as conn:
+    async with runtime.invalidating() as revoked_keys, runtime.router.global_begin() as conn:
         row = (
             await conn.execute(
                 select(oauth_tokens).where(
@@ -344,14 +345,15 @@ async def grant_refresh_token(
         )
         if revoked.rowcount != 1:
             raise OAuthError("invalid_grant", "The refresh token is invalid")
+        revoked_keys.add(token_key(row.token_hash))
         return await issue_token(conn, runtime, app, row.account_id, scopes)
 
 
 async def do_revoke(runtime: Runtime, app: App, token: str) -> None:
     """Revoke an access or refresh token of ``app`` (RFC 7009: unknown tokens are no error)."""
     hashed = hash_secret(token)
-    async with runtime.router.global_begin() as conn:
-        await conn.execute(
+    async with runtime.invalidating() as revoked_keys, runtime.router.global_begin() as conn:
+        revoked = await conn.execute(
             update(oauth_tokens)
             .where(
                 oauth_tokens.c.app_id == app.id,
@@ -359,4 +361,6 @@ async def do_revoke(runtime: Runtime, app: App, token: str) -> None:
                 (oauth_tokens.c.token_hash == hashed) | (oauth_tokens.c.refresh_hash == hashed),
             )
             .values(revoked_at=datetime.now(UTC))
+            .returning(oauth_tokens.c.token_hash)
         )
+        revoked_keys.update(token_key(h) for h in revoked.scalars())

@@ -11,14 +11,18 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
+from photogram.cache import Record, RowShape, token_key
 from photogram.db.metadata import oauth_tokens
 from photogram.web.deps import RuntimeDep
+
+if TYPE_CHECKING:
+    from photogram.runtime import Runtime
 
 TOP_SCOPES = ("read", "write", "follow", "push")
 CHILD_SCOPES = {
@@ -123,27 +127,47 @@ async def optional_token(request: Request, runtime: RuntimeDep, creds: BearerDep
         if header:
             raise unauthorized("The Authorization header must be `Bearer <token>`")
         return None
-    now = datetime.now(UTC)
-    async with runtime.router.global_connect() as conn:
-        row = (
-            await conn.execute(
-                select(
-                    oauth_tokens.c.id,
-                    oauth_tokens.c.app_id,
-                    oauth_tokens.c.account_id,
-                    oauth_tokens.c.scopes,
-                ).where(
-                    oauth_tokens.c.token_hash == hash_secret(creds.credentials),
-                    oauth_tokens.c.revoked_at.is_(None),
-                    or_(oauth_tokens.c.expires_at.is_(None), oauth_tokens.c.expires_at > now),
-                )
-            )
-        ).one_or_none()
-    if row is None:
+    row = await load_token(runtime, hash_secret(creds.credentials))
+    if row is None or (row.expires_at is not None and row.expires_at <= datetime.now(UTC)):
         raise unauthorized()
     token = Token(row.id, row.app_id, row.account_id, frozenset(row.scopes.split()))
     request.state.token = token
     return token
+
+
+#: What a request needs of its token, cached by the token's hash (``token_key``).
+TOKEN = RowShape(
+    (
+        oauth_tokens.c.id,
+        oauth_tokens.c.app_id,
+        oauth_tokens.c.account_id,
+        oauth_tokens.c.scopes,
+        oauth_tokens.c.expires_at,
+    )
+)
+
+
+async def load_token(runtime: Runtime, token_hash: str) -> Record | None:
+    """The unrevoked token with this hash, through the cache (expired ones included: the
+    clock is compared on every request). Revoking invalidates its key after the commit."""
+    key = token_key(token_hash)
+
+    async def fetch(_keys: list[str]) -> dict[str, Any]:
+        async with runtime.router.global_connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*TOKEN.columns).where(
+                        oauth_tokens.c.token_hash == token_hash,
+                        oauth_tokens.c.revoked_at.is_(None),
+                    )
+                )
+            ).one_or_none()
+        return {} if row is None else {key: TOKEN.dump(row)}
+
+    found = await runtime.cache.read_through(
+        [key], fetch, ttl=runtime.settings.cache_token_ttl_seconds
+    )
+    return None if key not in found else TOKEN.record(found[key])
 
 
 OptionalTokenDep = Annotated[Token | None, Depends(optional_token)]
