@@ -240,6 +240,23 @@ class Sweeper:
             await runtime.close()
 
 
+#: How soon the worker's event loop notices a request to stop.
+STOP_TICK_SECONDS = 1.0
+
+
+def _on_ready(consumer: Any, sweeper: Sweeper) -> None:
+    sweeper.start()
+    hub = getattr(consumer, "hub", None)
+    if hub is not None:
+        # kombu's event loop sleeps until its next timer, up to 10 s, and a SIGTERM only
+        # sets a flag it reads once awake: a timer a second keeps a stop to about a second.
+        hub.call_repeatedly(STOP_TICK_SECONDS, _tick)
+
+
+def _tick() -> None:
+    pass
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -269,7 +286,7 @@ def run_worker(
     signals.setup_logging.connect(
         lambda **_: configure_logging(settings.log_format, loglevel), weak=False
     )
-    signals.worker_ready.connect(lambda **_: sweeper.start(), weak=False)
+    signals.worker_ready.connect(lambda sender=None, **_: _on_ready(sender, sweeper), weak=False)
     signals.worker_shutdown.connect(lambda **_: sweeper.stop(), weak=False)
 
     app.worker_main(
