@@ -101,6 +101,13 @@ class Client(httpx.AsyncClient):
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
 
+    async def revoke(self, app: App, token: str) -> httpx.Response:
+        """``POST /oauth/revoke`` of an access or refresh token, as ``app``."""
+        return await self.post(
+            "/oauth/revoke",
+            data={"client_id": app.client_id, "client_secret": app.client_secret, "token": token},
+        )
+
     async def settle(self) -> None:
         """Run every pending background task now (the app's sweeper is off in tests)."""
         while await self.runtime.relay.sweep():

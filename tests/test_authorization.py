@@ -114,14 +114,7 @@ async def _world(client: Client) -> World:
     bob = await client.sign_up("bob", app)
     status = (await post(client, bob, "#photo"))["id"]
     doomed = await client.sign_up("carol", app)
-    revoke = await client.post(
-        "/oauth/revoke",
-        data={
-            "client_id": app.client_id,
-            "client_secret": app.client_secret,
-            "token": doomed.token,
-        },
-    )
+    revoke = await client.revoke(app, doomed.token)
     assert revoke.status_code == 200
     return World(client, app, alice, bob, await client.app_token(app), doomed.token, status)
 

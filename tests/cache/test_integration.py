@@ -173,14 +173,7 @@ async def test_a_token_is_read_once_then_cached_until_revoked_or_expired(
             assert expired.status_code == 401
         assert (await account(client, alice, alice))["id"] == alice.id
 
-        revoked = await client.post(
-            "/oauth/revoke",
-            data={
-                "client_id": app.client_id,
-                "client_secret": app.client_secret,
-                "token": alice.token,
-            },
-        )
+        revoked = await client.revoke(app, alice.token)
         assert revoked.status_code == 200, revoked.text
         assert await cached(client.runtime, key) is None
         gone = await client.get("/api/v1/accounts/verify_credentials", headers=alice.headers)

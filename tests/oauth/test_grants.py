@@ -51,13 +51,6 @@ async def refresh(
     return await client.post("/oauth/token", data=form)
 
 
-async def revoke(client: Client, app: App, token: str) -> httpx.Response:
-    return await client.post(
-        "/oauth/revoke",
-        data={"client_id": app.client_id, "client_secret": app.client_secret, "token": token},
-    )
-
-
 async def me(client: Client, token: str) -> httpx.Response:
     return await client.get("/api/v1/accounts/verify_credentials", headers=bearer(token))
 
@@ -302,11 +295,11 @@ async def test_revoke(make_settings: MakeSettings) -> None:
         token = (await password_grant(client, app, alice.email)).json()
 
         # Another app's revocation leaves the token alone (and says 200, as RFC 7009 has it).
-        foreign = await revoke(client, other_app, token["access_token"])
+        foreign = await client.revoke(other_app, token["access_token"])
         assert foreign.status_code == 200, foreign.text
         assert (await me(client, token["access_token"])).status_code == 200
 
-        revoked = await revoke(client, app, token["access_token"])
+        revoked = await client.revoke(app, token["access_token"])
         assert revoked.status_code == 200, revoked.text
         assert revoked.json() == {}
         assert (await me(client, token["access_token"])).status_code == 401
@@ -317,13 +310,13 @@ async def test_revoke(make_settings: MakeSettings) -> None:
         assert_oauth_error(await refresh(client, app, token["refresh_token"]), 400, "invalid_grant")
 
         # Revoking an already revoked or an unknown token is no error.
-        assert (await revoke(client, app, token["access_token"])).status_code == 200
-        assert (await revoke(client, app, "no-such-token")).status_code == 200
+        assert (await client.revoke(app, token["access_token"])).status_code == 200
+        assert (await client.revoke(app, "no-such-token")).status_code == 200
 
         # Revoking by refresh token ends the access token too.
         pair = (await password_grant(client, app, alice.email)).json()
         assert (await me(client, pair["access_token"])).status_code == 200
-        assert (await revoke(client, app, pair["refresh_token"])).status_code == 200
+        assert (await client.revoke(app, pair["refresh_token"])).status_code == 200
         assert (await me(client, pair["access_token"])).status_code == 401
 
         # The user's other tokens still work.
