@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from photogram.posts import timelines
 from photogram.runtime import Runtime
 from photogram.settings import Settings
 from photogram.tasks.admin import dead_tasks
+from photogram.tasks.broker import HEARTBEAT_SECONDS
 from photogram.web.paging import Page
 from tests.api import Client, User, api_client
 from tests.feeds.redis import RedisServer
@@ -24,6 +27,7 @@ from tests.graph.helpers import assert_converged, sign_up_spread
 from tests.posts.support import PHOTO, act, comment, post, upload
 from tests.server import free_port
 from tests.tasks.conftest import (
+    RABBITMQCTL,
     BrokerSettings,
     broker_stopped,
     eventually,
@@ -217,6 +221,39 @@ async def test_the_first_upload_after_a_broker_restart_is_processed_at_once(
             async with broker_stopped():
                 pass
             await upload(client, ana)  # 200 again, not 202
+
+
+async def test_a_worker_consumes_on_a_connection_with_short_heartbeats(
+    broker_settings: BrokerSettings,
+) -> None:
+    """A consuming connection that goes silent (as one can around a broker restart) is
+    noticed after two missed heartbeats: seconds, not Celery's default two minutes."""
+    settings = await broker_settings()
+    assert settings.broker_url is not None
+    vhost = settings.broker_url.rsplit("/", 1)[1]
+
+    async def heartbeats() -> list[int] | None:
+        listed = (
+            await asyncio.to_thread(
+                subprocess.run,
+                [RABBITMQCTL, "list_connections", "-q", "vhost", "timeout"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        ).stdout
+        found = [
+            int(t)
+            for v, _, t in (line.partition("\t") for line in listed.splitlines())
+            if v == vhost and t.strip().isdigit() and int(t) > 0
+        ]
+        return found or None
+
+    with running_worker(settings, "--concurrency", "1"):
+        assert await eventually(heartbeats, "the worker's consuming connection") == [
+            HEARTBEAT_SECONDS
+        ]
 
 
 async def test_a_task_that_keeps_failing_is_dead_until_an_operator_retries_it(

@@ -49,6 +49,10 @@ def queue_name(settings: Settings, queue: str) -> str:
     return settings.broker_queue_prefix + queue
 
 
+#: AMQP heartbeat of a worker's consuming connection (``broker_heartbeat``).
+HEARTBEAT_SECONDS = 10
+
+
 def make_celery(settings: Settings) -> Celery:
     """The Celery app for ``settings.broker_url`` (publishing and the worker both use it)."""
     if not settings.broker_url:
@@ -78,6 +82,12 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"confirm_publish": True},
         broker_connection_timeout=2.0,
         broker_connection_retry_on_startup=True,
+        # The worker's consuming connection exchanges AMQP heartbeats this often, and
+        # drops and remakes a connection that has been silent for two of them. Celery's
+        # default (120 s, which RabbitMQ lowers to 60) left a worker whose connection went
+        # dead around a broker restart taking no task for two minutes. Publishing
+        # connections carry no heartbeat: a publish that fails is retried on a new one.
+        broker_heartbeat=HEARTBEAT_SECONDS,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
