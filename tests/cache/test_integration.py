@@ -167,8 +167,14 @@ async def test_a_token_is_read_once_then_cached_until_revoked_or_expired(
 
         # The expiry is the clock's business, cached or not.
         later = datetime.now(UTC) + timedelta(hours=2)
+
+        class Later(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+                return later
+
         with monkeypatch.context() as patch:
-            patch.setattr(auth, "datetime", FixedClock.at(later))
+            patch.setattr(auth, "datetime", Later)
             expired = await client.get("/api/v1/accounts/verify_credentials", headers=alice.headers)
             assert expired.status_code == 401
         assert (await account(client, alice, alice))["id"] == alice.id
@@ -178,20 +184,6 @@ async def test_a_token_is_read_once_then_cached_until_revoked_or_expired(
         assert await cached(client.runtime, key) is None
         gone = await client.get("/api/v1/accounts/verify_credentials", headers=alice.headers)
         assert gone.status_code == 401
-
-
-class FixedClock(datetime):
-    """``datetime`` whose ``now`` is one fixed moment."""
-
-    moment: datetime
-
-    @classmethod
-    def at(cls, moment: datetime) -> type[FixedClock]:
-        return type("Fixed", (cls,), {"moment": moment})
-
-    @classmethod
-    def now(cls, tz: Any = None) -> FixedClock:
-        return cls.moment  # type: ignore[return-value]
 
 
 # --- the follow graph -----------------------------------------------------------------------
