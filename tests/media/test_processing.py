@@ -213,6 +213,19 @@ def test_orientation_tagged_photos_come_out_upright(orientation: int) -> None:
         red_corner = UPRIGHT_CORNER[orientation]
         for corner, pixel in quarters.items():
             assert close(pixel, RED if corner == red_corner else BLUE, 40), (name, corner)
+    # The blurhash is of the upright photo too: more terms along its longer side, and
+    # reddest in the corner where the red quarter ends up.
+    assert size_flag(result.blurhash) == ((3, 4) if turned else (4, 3))
+    w, h = (8, 12) if turned else (12, 8)
+    preview = blurhash.decode(result.blurhash, w, h)
+    corners = {
+        "top-left": (0, 0),
+        "top-right": (w - 1, 0),
+        "bottom-left": (0, h - 1),
+        "bottom-right": (w - 1, h - 1),
+    }
+    reddest = max(corners, key=lambda c: preview.getpixel(corners[c])[0])
+    assert reddest == UPRIGHT_CORNER[orientation]
 
 
 # Metadata.

@@ -27,7 +27,8 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -225,27 +226,37 @@ def process(
                 ORIGINAL_SIZE,
                 height=ORIGINAL_SIZE,
                 size="down",
+                # Turned upright later, size by size: turning it here would make libvips
+                # hold a second copy of the shrunk image, which rotating reads out of order.
+                no_rotate=True,
                 option_string="fail_on=error",
                 **_colour_options(found),
             )
             _check_loader(decoded, found.format)
-            # Decoding, rotating, converting and filtering all happen here, in one pass.
-            base = _pixels_only(chosen.apply(_srgb8(decoded)))
+            # Decoding, converting and filtering all happen here, in one pass. Every size is
+            # made from this image; the filters are the same either way up.
+            stored = _pixels_only(chosen.apply(_srgb8(decoded)))
         except pyvips.Error:
             raise InvalidImage(_corrupt()) from None
-    width, height = int(base.width), int(base.height)
-    variants = {"original": _variant("original", base)}
+    turn = found.orientation
+    base = _upright(stored, turn)
+    # The largest size takes as long to encode as all the others together, and libjpeg
+    # encodes on one core: where libvips may use more, it is encoded alongside the rest.
+    original = _alongside(_variant, "original", base)
+    variants = {}
     for name, size in SIZES.items():
-        variants[name] = _variant(name, base.thumbnail_image(size, height=size, size="down"))
-    thumb = base.thumbnail_image(THUMB_SIZE, height=THUMB_SIZE, crop="centre", size="both")
-    variants["thumb"] = _variant("thumb", thumb)
+        smaller = stored.thumbnail_image(size, height=size, size="down")
+        variants[name] = _variant(name, _upright(smaller, turn))
+    thumb = stored.thumbnail_image(THUMB_SIZE, height=THUMB_SIZE, crop="centre", size="both")
+    variants["thumb"] = _variant("thumb", _upright(thumb, turn))
+    blurhash = _blurhash(stored, turn)
     return Processed(
         source=found,
         filter=chosen.name,
-        width=width,
-        height=height,
-        blurhash=_blurhash(base),
-        variants=variants,
+        width=int(base.width),
+        height=int(base.height),
+        blurhash=blurhash,
+        variants={"original": original.result(), **variants},
     )
 
 
@@ -528,6 +539,28 @@ def _pixels_only(image: Any) -> Any:
     return bare.copy_memory()
 
 
+def _upright(image: Any, orientation: int) -> Any:
+    """``image``, stored as the upload's EXIF ``orientation`` says, turned upright."""
+    if orientation == 1:
+        return image
+    tagged = image.copy()  # libvips' own table of the eight orientations, not a copy of it
+    tagged.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    return tagged.autorot()  # which also drops the tag again
+
+
+_helpers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="encode")
+
+
+def _alongside(function: Callable[..., Variant], *args: Any) -> Future[Variant]:
+    """``function(*args)`` on a helper thread when libvips may use more than one core,
+    else here and now (so ``VIPS_CONCURRENCY=1`` still means one core)."""
+    if pyvips.vips_lib.vips_concurrency_get() > 1:
+        return _helpers.submit(function, *args)
+    done: Future[Variant] = Future()
+    done.set_result(function(*args))
+    return done
+
+
 def _variant(name: str, image: Any) -> Variant:
     data = bytes(image.jpegsave_buffer(Q=JPEG_QUALITY, optimize_coding=True, keep="none"))
     return Variant(
@@ -540,8 +573,8 @@ def _variant(name: str, image: Any) -> Variant:
     )
 
 
-def _blurhash(image: Any) -> str:
-    tiny = image.thumbnail_image(BLURHASH_SIZE, height=BLURHASH_SIZE)
+def _blurhash(image: Any, orientation: int) -> str:
+    tiny = _upright(image.thumbnail_image(BLURHASH_SIZE, height=BLURHASH_SIZE), orientation)
     x, y = BLURHASH_COMPONENTS
     if tiny.height > tiny.width:
         x, y = y, x
