@@ -10,14 +10,18 @@ and sensor noise, from libvips' noise generators) and kept in ``--dir``.
 Each side runs in a fresh subprocess, so the peak RSS it reports (``VmHWM``) is its own:
 
 * **libvips**: ``photogram.media.processing.process`` exactly as the upload worker calls
-  it. That also parses the header and checks format, pixel count and aspect ratio first,
-  which the Pillow side does not do. Decoding is ``thumbnail`` (shrink-on-load, which for
-  a 4000 px JPEG and a 2048 px target cannot shrink: it would go below 2048), autorotate,
-  lanczos3 with a reducing gap of 2; the smaller sizes are made from the in-memory 2048 px
-  image. libvips uses its own thread pool (as many threads as cores by default).
-* **libvips, 1 thread**: the same with ``VIPS_CONCURRENCY=1``: what a single core does.
-* **libvips, 2 arenas**: the same with ``MALLOC_ARENA_MAX=2``, the glibc setting
-  recommended for multithreaded image servers (fewer per-thread heaps to fragment).
+  it, with the two glibc malloc arenas that workers and app servers set for themselves
+  (``media_malloc_arenas``). That also parses the header and checks format, pixel count
+  and aspect ratio first, which the Pillow side does not do. Decoding is ``thumbnail``
+  (shrink-on-load, which for a 4000 px JPEG and a 2048 px target cannot shrink: it would
+  go below 2048), lanczos3 with a reducing gap of 2; the smaller sizes are made from the
+  in-memory 2048 px image, and each size is turned upright as it is made. libvips uses
+  its own thread pool (as many threads as cores by default), and the 2048 px JPEG is
+  encoded on a helper thread alongside the smaller sizes.
+* **libvips, 1 thread**: the same with ``VIPS_CONCURRENCY=1``: what a single core does
+  (no helper thread either).
+* **libvips, glibc arenas**: the same with glibc's default arenas (eight per core), as a
+  process that does not cap them would run.
 * **Pillow**: ``Image.draft`` (JPEG's DCT-domain shrink-on-load, which libvips uses too,
   and with the same rule: never below the target), resize to 2048 with LANCZOS and
   ``reducing_gap=2.0`` (libvips' algorithm: box-shrink by whole factors while at least
@@ -62,10 +66,12 @@ SIZES = (1080, 640, 320)
 QUALITY = 85
 GENERATOR_VERSION = 1
 
+#: What ``media_malloc_arenas`` (2 by default) makes workers and app servers set at start.
+WORKER_ARENAS = {"MALLOC_ARENA_MAX": "2"}
 SIDES: list[tuple[str, str, dict[str, str]]] = [
-    ("libvips", "libvips", {}),
-    ("libvips, 1 thread", "libvips", {"VIPS_CONCURRENCY": "1"}),
-    ("libvips, 2 arenas", "libvips", {"MALLOC_ARENA_MAX": "2"}),
+    ("libvips", "libvips", WORKER_ARENAS),
+    ("libvips, 1 thread", "libvips", {**WORKER_ARENAS, "VIPS_CONCURRENCY": "1"}),
+    ("libvips, glibc arenas", "libvips", {}),
     ("Pillow", "pillow", {}),
 ]
 

@@ -31,11 +31,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from typing import IO, Any
 
 import pyvips
-from blurhash import _functions as blurhash_c  # type: ignore[import-untyped]
 
+from photogram.media import blurhash
 from photogram.media.filters import get_filter
 
 # libvips keeps its last 100 operations, and the images they hold, so that repeating one is
@@ -168,17 +169,17 @@ class Processed:
 
 def supported_formats() -> tuple[str, ...]:
     """The upload formats this libvips decodes (``jpeg``, ``png``, ``webp``, ``avif`` ...)."""
-    return _SUPPORTED
+    return tuple(name for name in FORMATS if _decodes(name))
 
 
 def supported_mime_types() -> tuple[str, ...]:
     """The MIME types of ``supported_formats()``, for ``/api/v2/instance``."""
-    return tuple(FORMATS[name].mime_type for name in _SUPPORTED)
+    return tuple(FORMATS[name].mime_type for name in supported_formats())
 
 
 def accepted_description() -> str:
     """The supported formats as a client reads them: "JPEG, PNG, WebP or AVIF"."""
-    titles = [FORMATS[name].title for name in _SUPPORTED]
+    titles = [FORMATS[name].title for name in supported_formats()]
     return ", ".join(titles[:-1]) + " or " + titles[-1] if len(titles) > 1 else titles[0]
 
 
@@ -249,13 +250,12 @@ def process(
         variants[name] = _variant(name, _upright(smaller, turn))
     thumb = stored.thumbnail_image(THUMB_SIZE, height=THUMB_SIZE, crop="centre", size="both")
     variants["thumb"] = _variant("thumb", _upright(thumb, turn))
-    blurhash = _blurhash(stored, turn)
     return Processed(
         source=found,
         filter=chosen.name,
         width=int(base.width),
         height=int(base.height),
-        blurhash=blurhash,
+        blurhash=_blurhash(stored, turn),
         variants={"original": original.result(), **variants},
     )
 
@@ -318,7 +318,7 @@ def _inspect(reader: _Reader, *, max_bytes: int | None, max_pixels: int) -> Prob
     if kind not in FORMATS:
         raise InvalidImage(f"The file is not an image photogram can read; {_upload_instead()}")
     fmt = FORMATS[kind]
-    if kind not in _SUPPORTED:
+    if not _decodes(kind):
         raise InvalidImage(f"This server cannot read {fmt.title} photos; {_upload_instead()}")
     if kind == "png":
         _check_png_chunks(reader)
@@ -578,32 +578,15 @@ def _blurhash(image: Any, orientation: int) -> str:
     x, y = BLURHASH_COMPONENTS
     if tiny.height > tiny.width:
         x, y = y, x
-    pixels = tiny.write_to_memory()
-    # blurhash-python's own C encoder, called directly: its public ``encode`` wants a
-    # Pillow image, copies the pixels through Python lists and reads them with an API
-    # Pillow deprecates. Here libvips' bytes go straight in (and cffi drops the GIL).
-    destination = blurhash_c.ffi.new("char[]", _BLURHASH_MAX_LENGTH + 1)
-    result = blurhash_c.lib.create_hash_from_pixels(
-        x,
-        y,
-        tiny.width,
-        tiny.height,
-        blurhash_c.ffi.from_buffer("uint8_t[]", pixels),
-        tiny.width * 3,
-        destination,
-    )
-    if result == blurhash_c.ffi.NULL:  # only for components outside 1-9
-        raise RuntimeError(f"blurhash refused {x}x{y} components")
-    return str(blurhash_c.ffi.string(result).decode("ascii"))
+    return blurhash.encode(bytes(tiny.write_to_memory()), tiny.width, tiny.height, (x, y))
 
 
-#: 1 size flag, 1 maximum AC, 4 for DC, 2 for each of up to 9x9 - 1 AC components.
-_BLURHASH_MAX_LENGTH = 2 + 4 + (9 * 9 - 1) * 2
+# Capabilities: can this libvips decode a sample of each format? Found once per format,
+# when first needed: trying AVIF means loading its encoder, which costs a process that only
+# ever sees JPEGs 5 MiB.
 
 
-# Capabilities, found once: can this libvips decode a sample of each format?
-
-
+@cache
 def _decodes(name: str) -> bool:
     sample = pyvips.Image.black(16, 16, bands=3).linear([1, 1, 1], [200, 120, 40]).cast("uchar")
     sample = sample.copy(interpretation="srgb")
@@ -627,9 +610,6 @@ def _decodes(name: str) -> bool:
     except (pyvips.Error, InvalidImage):
         return False
     return True
-
-
-_SUPPORTED: tuple[str, ...] = tuple(name for name in FORMATS if _decodes(name))
 
 
 # Messages.
